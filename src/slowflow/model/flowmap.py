@@ -1,0 +1,164 @@
+"""The learned one-step map as a conditional distribution (the zuko contract).
+
+``model(x_n)`` returns a :class:`torch.distributions.Distribution` over x_{n+1}:
+training minimizes ``-model(x_n).log_prob(x_next).mean()`` and rollouts call
+``model(x_n).sample()``. The flows come from zuko; this module adds the state-dependent
+location/scale stage of the ``increment`` parametrization and the standardization buffers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import zuko
+from torch import Tensor, nn
+from torch.distributions import Distribution, Transform, constraints
+
+from .config import ModelConfig
+
+_ACT = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
+# Bounds on the log of the diagonal of the conditional scale, in units of the global
+# increment std: the kernels may be up to ~e^9 narrower or e^4 wider than average.
+_LOG_SCALE_MIN, _LOG_SCALE_MAX = -9.0, 4.0
+
+
+def _soft_bound(a: Tensor, lo: float, hi: float) -> Tensor:
+    mid, half = 0.5 * (hi + lo), 0.5 * (hi - lo)
+    return mid + half * torch.tanh((a - mid) / half)
+
+
+class TriangularAffine(Transform):
+    """u -> y = loc + L u with L lower triangular with a positive diagonal (event dim 1)."""
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, loc: Tensor, tril: Tensor | None, diag: Tensor) -> None:
+        super().__init__(cache_size=0)
+        self.loc, self.tril, self.diag = loc, tril, diag
+
+    def _call(self, u: Tensor) -> Tensor:
+        if self.tril is None:
+            return self.loc + self.diag * u
+        return self.loc + (self.tril @ u.unsqueeze(-1)).squeeze(-1)
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        if self.tril is None:
+            return (y - self.loc) / self.diag
+        r = (y - self.loc).unsqueeze(-1)
+        return torch.linalg.solve_triangular(self.tril, r, upper=False).squeeze(-1)
+
+    def log_abs_det_jacobian(self, u: Tensor, y: Tensor) -> Tensor:
+        return self.diag.log().sum(-1).expand(u.shape[:-1])
+
+
+def _mlp(n_in: int, n_out: int, hidden: tuple[int, ...], act: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(n_in, h), _ACT[act]()]
+        n_in = h
+    last = nn.Linear(n_in, n_out)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    layers.append(last)
+    return nn.Sequential(*layers)
+
+
+def _zuko_flow(cfg: ModelConfig, dim: int) -> zuko.flows.Flow | None:
+    kw = dict(hidden_features=cfg.hidden, activation=_ACT[cfg.activation])
+    if cfg.flow == "gaussian":
+        return None
+    if cfg.flow == "maf":
+        return zuko.flows.MAF(dim, dim, transforms=cfg.transforms, **kw)
+    if cfg.flow == "nsf":
+        return zuko.flows.NSF(dim, dim, transforms=cfg.transforms, bins=cfg.bins, **kw)
+    # coupling: spline coupling layers (two passes), inverted in one pass per layer.
+    return zuko.flows.NSF(dim, dim, transforms=cfg.transforms, bins=cfg.bins, passes=2, **kw)
+
+
+class FlowMap(nn.Module):
+    """Conditional distribution p(x_{n+1} | x_n) of dimension ``dim``.
+
+    Buffers ``x_mean``, ``x_std`` standardize the condition; ``d_mean``, ``d_std`` are the
+    training increments' mean and std (``increment`` parametrization). ``dt`` is the
+    observation step Delta the map was trained at.
+    """
+
+    def __init__(self, dim: int, config: ModelConfig, dt: float = 1.0) -> None:
+        super().__init__()
+        self.dim = int(dim)
+        self.config = config
+        self.register_buffer("dt", torch.tensor(float(dt), dtype=torch.float64))
+        self.register_buffer("x_mean", torch.zeros(dim))
+        self.register_buffer("x_std", torch.ones(dim))
+        self.register_buffer("d_mean", torch.zeros(dim))
+        self.register_buffer("d_std", torch.ones(dim))
+        self.flow = _zuko_flow(config, self.dim)
+        self.affine = None
+        if config.parametrization == "increment":
+            n_out = self.dim + self.dim * (self.dim + 1) // 2
+            self.affine = _mlp(self.dim, n_out, config.affine_hidden, config.activation)
+        if self.flow is None:
+            self.register_buffer("_zeros", torch.zeros(dim))
+
+    def set_statistics(self, x_mean, x_std, d_mean, d_std) -> None:
+        """Store standardization statistics (tensors or arrays of shape (dim,))."""
+        for name, value in (("x_mean", x_mean), ("x_std", x_std), ("d_mean", d_mean),
+                            ("d_std", d_std)):
+            getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float32))
+
+    def context(self, x: Tensor) -> Tensor:
+        if self.config.standardize:
+            return (x - self.x_mean) / self.x_std
+        return x
+
+    def _affine_transform(self, x: Tensor, c: Tensor) -> TriangularAffine:
+        d = self.dim
+        out = self.affine(c)
+        m, rest = out[..., :d], out[..., d:]
+        log_diag = _soft_bound(rest[..., :d], _LOG_SCALE_MIN, _LOG_SCALE_MAX)
+        diag = log_diag.exp()
+        loc = x + self.d_mean + self.d_std * m
+        if d == 1:
+            return TriangularAffine(loc, None, self.d_std * diag)
+        off = rest[..., d:]
+        tril = torch.diag_embed(diag)
+        rows, cols = torch.tril_indices(d, d, offset=-1, device=x.device)
+        tril = _fill_offdiag(tril, off, rows, cols)
+        tril = self.d_std.unsqueeze(-1) * tril
+        return TriangularAffine(loc, tril, self.d_std * diag)
+
+    def forward(self, x: Tensor) -> Distribution:
+        """The conditional law of x_{n+1} given x_n, batch shape ``x.shape[:-1]``."""
+        c = self.context(x)
+        if self.affine is None:
+            return self.flow(c)
+        outer = self._affine_transform(x, c)
+        if self.flow is None:
+            base = zuko.distributions.DiagNormal(self._zeros, torch.ones_like(self._zeros))
+            base = base.expand(x.shape[:-1])
+            return zuko.distributions.NormalizingFlow(outer.inv, base)
+        inner = self.flow(c)
+        transform = zuko.transforms.ComposedTransform(outer.inv, inner.transform)
+        return zuko.distributions.NormalizingFlow(transform, inner.base)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _fill_offdiag(tril: Tensor, off: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    tril = tril.clone()
+    tril[..., rows, cols] = off
+    return tril
+
+
+def build_model(config: ModelConfig, dim: int, dt: float = 1.0) -> FlowMap:
+    """A fresh model for ``dim`` slow variables at observation step ``dt``."""
+    return FlowMap(dim, config, dt)
+
+
+def gaussian_nll_floor(d_std: Tensor) -> float:
+    """log of the global increment std: a reference point for reading NLL values."""
+    return float(torch.log(d_std).sum() + 0.5 * d_std.numel() * math.log(2 * math.pi * math.e))
