@@ -203,7 +203,7 @@ def drift_diffusion(model: FlowMap, x, n_samples: int = 20_000, seed: int = 0) -
     cov = np.empty((n, d, d))
     cov_se = np.empty((n, d, d))
     for i in range(n):
-        xi = torch.as_tensor(np.broadcast_to(x[i], (int(n_samples), d)), dtype=torch.float32,
+        xi = torch.as_tensor(np.tile(x[i], (int(n_samples), 1)), dtype=torch.float32,
                              device=device)
         inc = (_sample(model(xi), gen).double() - xi.double()).cpu().numpy()
         mu = inc.mean(0)
