@@ -40,7 +40,7 @@ class ModelConfig:
     flow: str = "nsf"
     transforms: int = 3
     hidden: tuple[int, ...] = (64, 64)
-    activation: str = "silu"
+    activation: str = "relu"
     bins: int = 8
     parametrization: str = "increment"
     standardize: bool = True
@@ -95,7 +95,7 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     "maf": ModelConfig(flow="maf", transforms=5, hidden=(64, 64)),
     "nsf": ModelConfig(flow="nsf", transforms=3, hidden=(64, 64), bins=8),
-    "coupling": ModelConfig(flow="coupling", transforms=4, hidden=(64, 64), bins=8),
+    "coupling": ModelConfig(flow="coupling", transforms=3, hidden=(64, 64), bins=8),
     "gaussian": ModelConfig(flow="gaussian", transforms=0),
 }
 DEFAULT_PRESET = "nsf"

@@ -9,6 +9,7 @@ location/scale stage of the ``increment`` parametrization and the standardizatio
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import zuko
@@ -74,8 +75,18 @@ def _zuko_flow(cfg: ModelConfig, dim: int) -> zuko.flows.Flow | None:
         return zuko.flows.MAF(dim, dim, transforms=cfg.transforms, **kw)
     if cfg.flow == "nsf":
         return zuko.flows.NSF(dim, dim, transforms=cfg.transforms, bins=cfg.bins, **kw)
-    # coupling: spline coupling layers (two passes), inverted in one pass per layer.
-    return zuko.flows.NSF(dim, dim, transforms=cfg.transforms, bins=cfg.bins, passes=2, **kw)
+    # coupling: spline coupling layers with alternating masks; each layer is inverted in a
+    # single pass (d = 1 reduces to element-wise splines conditioned on x_n).
+    spline = partial(zuko.transforms.MonotonicRQSTransform, slope=1e-3)
+    shapes = [(cfg.bins,), (cfg.bins,), (cfg.bins - 1,)]
+    layers = []
+    for i in range(cfg.transforms):
+        mask = (torch.arange(dim) % 2 == (i % 2)) if dim > 1 else None
+        layers.append(zuko.flows.GeneralCouplingTransform(
+            dim, dim, mask=mask, univariate=spline, shapes=shapes, **kw))
+    base = zuko.flows.UnconditionalDistribution(
+        zuko.distributions.DiagNormal, torch.zeros(dim), torch.ones(dim), buffer=True)
+    return zuko.flows.Flow(layers, base)
 
 
 class FlowMap(nn.Module):
@@ -100,8 +111,10 @@ class FlowMap(nn.Module):
         if config.parametrization == "increment":
             n_out = self.dim + self.dim * (self.dim + 1) // 2
             self.affine = _mlp(self.dim, n_out, config.affine_hidden, config.activation)
-        if self.flow is None:
-            self.register_buffer("_zeros", torch.zeros(dim))
+        if self.flow is not None and config.parametrization == "increment":
+            _identity_init(self.flow)
+        self.register_buffer("_zeros", torch.zeros(dim))
+        self.gaussian_only = False  # bypass the flow (used to warm up the affine stage)
 
     def set_statistics(self, x_mean, x_std, d_mean, d_std) -> None:
         """Store standardization statistics (tensors or arrays of shape (dim,))."""
@@ -136,7 +149,7 @@ class FlowMap(nn.Module):
         if self.affine is None:
             return self.flow(c)
         outer = self._affine_transform(x, c)
-        if self.flow is None:
+        if self.flow is None or self.gaussian_only:
             base = zuko.distributions.DiagNormal(self._zeros, torch.ones_like(self._zeros))
             base = base.expand(x.shape[:-1])
             return zuko.distributions.NormalizingFlow(outer.inv, base)
@@ -146,6 +159,21 @@ class FlowMap(nn.Module):
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _identity_init(flow: nn.Module) -> None:
+    """Zero the output layer of every conditioner so that the flow starts as the identity
+    (zuko's affine and spline transforms are the identity at zero parameters): the model
+    then starts as the conditional Gaussian of its affine stage."""
+    for module in flow.modules():
+        hyper = getattr(module, "hyper", None)
+        linears = [m for m in hyper.modules() if isinstance(m, (nn.Linear, zuko.nn.Linear))] \
+            if isinstance(hyper, nn.Module) else []
+        if not linears:
+            continue
+        last = linears[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
 
 def _fill_offdiag(tril: Tensor, off: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
