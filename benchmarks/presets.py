@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 import torch
-from _common import RESULTS, machine, write_json
 
+from _common import RESULTS, machine, write_json
 from slowflow.data import make_pairs
 from slowflow.evaluate import calibration, metrics
 from slowflow.rollout import simulate
@@ -52,28 +52,42 @@ def main() -> None:
         n_steps = ref_a.shape[1] - 1
         for preset in args.presets.split(","):
             t0 = time.perf_counter()
-            model = fit(train, preset, TrainConfig(epochs=1000, patience=1000,
-                                                   max_minutes=args.minutes, seed=args.seed),
-                        progress=False)
+            model = fit(
+                train,
+                preset,
+                TrainConfig(epochs=1000, patience=1000, max_minutes=args.minutes, seed=args.seed),
+                progress=False,
+            )
             train_s = time.perf_counter() - t0
             nll = evaluate_nll(model, h0, h1)
             t0 = time.perf_counter()
-            pred = simulate(model, np.asarray(system.x0), n_steps, args.n_ref, seed=1,
-                            progress=False)
+            pred = simulate(
+                model, np.asarray(system.x0), n_steps, args.n_ref, seed=1, progress=False
+            )
             roll = args.n_ref * n_steps / (time.perf_counter() - t0)
             rep = metrics.w1_report(pred, ref_a, ref_b, system.dt_obs)
-            cal = calibration.check_calibration(model, held, max_lead=10, n_starts=1000,
-                                                n_members=50)
-            row = {"example": ex, "preset": preset, "train_seconds": train_s,
-                   "epochs": len(model.history["epoch"]), "heldout_nll": nll,
-                   "w1_ratio": [float(v) for v in rep["ratio_time_avg"]],
-                   "calibrated": cal.calibrated,
-                   "pit_dispersion_max": float(np.max(np.abs(cal.pit_dispersion - 1))),
-                   "rollout_path_steps_per_s": roll, "n_parameters": model.n_parameters()}
+            cal = calibration.check_calibration(
+                model, held, max_lead=10, n_starts=1000, n_members=50
+            )
+            row = {
+                "example": ex,
+                "preset": preset,
+                "train_seconds": train_s,
+                "epochs": len(model.history["epoch"]),
+                "heldout_nll": nll,
+                "w1_ratio": [float(v) for v in rep["ratio_time_avg"]],
+                "calibrated": cal.calibrated,
+                "pit_dispersion_max": float(np.max(np.abs(cal.pit_dispersion - 1))),
+                "rollout_path_steps_per_s": roll,
+                "n_parameters": model.n_parameters(),
+            }
             rows.append(row)
-            print(f"{ex} {preset:9s} epochs {row['epochs']:3d} NLL {nll:.4f} W1/floor "
-                  f"{', '.join(f'{v:.2f}' for v in row['w1_ratio'])} calibrated {cal.calibrated} "
-                  f"rollout {roll:.3g}/s", flush=True)
+            print(
+                f"{ex} {preset:9s} epochs {row['epochs']:3d} NLL {nll:.4f} W1/floor "
+                f"{', '.join(f'{v:.2f}' for v in row['w1_ratio'])} calibrated {cal.calibrated} "
+                f"rollout {roll:.3g}/s",
+                flush=True,
+            )
     payload = {"machine": machine(), "minutes": args.minutes, "rows": rows}
     print("wrote", write_json("presets", payload, args.out))
     _figure(rows, args.out)

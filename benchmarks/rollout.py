@@ -15,8 +15,8 @@ import statistics
 import time
 
 import torch
-from _common import machine, write_json
 
+from _common import machine, write_json
 from slowflow.model.config import DEFAULT_PRESET, PRESETS, get_preset
 from slowflow.model.flowmap import build_model
 from slowflow.rollout import simulate
@@ -50,14 +50,27 @@ def main() -> None:
                 simulate(model, [0.5] * d, args.steps, args.paths, seed=r, progress=False)
                 times.append(time.perf_counter() - t0)
             rate = args.paths * args.steps / statistics.median(times)
-            rows.append({"preset": name, "resolved": DEFAULT_PRESET if name == "default" else name,
-                         "d": d, "path_steps_per_s": rate, "seconds": times})
+            rows.append(
+                {
+                    "preset": name,
+                    "resolved": DEFAULT_PRESET if name == "default" else name,
+                    "d": d,
+                    "path_steps_per_s": rate,
+                    "seconds": times,
+                }
+            )
             print(f"{name:9s} d={d}: {rate:.3g} path-steps/s")
     default = {r["d"]: r["path_steps_per_s"] for r in rows if r["preset"] == "default"}
-    payload = {"machine": machine(), "paths": args.paths, "steps": args.steps, "rows": rows,
-               "targets": {"1": 1e6, "2": 5e5},
-               "default_meets_targets": bool(default and default.get(1, 0) >= 1e6
-                                             and default.get(2, 0) >= 5e5)}
+    payload = {
+        "machine": machine(),
+        "paths": args.paths,
+        "steps": args.steps,
+        "rows": rows,
+        "targets": {"1": 1e6, "2": 5e5},
+        "default_meets_targets": bool(
+            default and default.get(1, 0) >= 1e6 and default.get(2, 0) >= 5e5
+        ),
+    }
     print("wrote", write_json("rollout", payload, args.out))
 
 

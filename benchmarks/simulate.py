@@ -13,8 +13,8 @@ import statistics
 import time
 
 import numpy as np
-from _common import machine, write_json
 
+from _common import machine, write_json
 from slowflow.simulate import simulate_paths
 from slowflow.systems import list_systems
 
@@ -39,15 +39,28 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         med = statistics.median(times)
         rate = args.paths * args.steps * 100 / med
-        rows[system.name] = {"dim": system.dim, "median_seconds": med, "path_substeps_per_s": rate,
-                             "all_seconds": times}
+        rows[system.name] = {
+            "dim": system.dim,
+            "median_seconds": med,
+            "path_substeps_per_s": rate,
+            "all_seconds": times,
+        }
         print(f"{system.name:14s} d={system.dim}  {rate:.3g} path-substeps/s  (median {med:.2f} s)")
     three = [r["path_substeps_per_s"] for r in rows.values() if r["dim"] == 3]
-    payload = {"machine": machine(), "paths": args.paths, "steps": args.steps, "substeps": 100,
-               "systems": rows, "min_rate_3var": min(three), "target_3var": 5e7,
-               "meets_target": min(three) >= 5e7}
-    print(f"3-variable systems: min {min(three):.3g} path-substeps/s (target 5e7) -> "
-          f"{'met' if payload['meets_target'] else 'MISSED'}")
+    payload = {
+        "machine": machine(),
+        "paths": args.paths,
+        "steps": args.steps,
+        "substeps": 100,
+        "systems": rows,
+        "min_rate_3var": min(three),
+        "target_3var": 5e7,
+        "meets_target": min(three) >= 5e7,
+    }
+    print(
+        f"3-variable systems: min {min(three):.3g} path-substeps/s (target 5e7) -> "
+        f"{'met' if payload['meets_target'] else 'MISSED'}"
+    )
     print("wrote", write_json("simulate", payload, args.out))
 
 

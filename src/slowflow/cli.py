@@ -7,7 +7,6 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import signal
 import sys
@@ -36,8 +35,16 @@ def cmd_systems(args) -> int:
     rows = [("name", "alias", "slow", "fast", "eps", "source")]
     for s in list_systems():
         eps = "-" if s.eps is None else f"{s.eps:.4g}"
-        rows.append((s.name, ",".join(s.aliases) or "-", str(s.slow_dim), str(s.fast_dim), eps,
-                     s.param_source))
+        rows.append(
+            (
+                s.name,
+                ",".join(s.aliases) or "-",
+                str(s.slow_dim),
+                str(s.fast_dim),
+                eps,
+                s.param_source,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -53,21 +60,28 @@ def cmd_simulate(args) -> int:
     system = get_system(args.system)
     _check_out(args.out, (".npz", ".csv"))
     if args.x0 is not None and args.n_traj is not None:
-        raise ConfigError("give either --n-traj (training bursts) or --x0 (test ensemble), not both")
-    common = dict(dt_obs=args.dt_obs, substeps=args.substeps, seed=args.seed,
-                  keep_fast=args.keep_fast)
+        raise ConfigError(
+            "give either --n-traj (training bursts) or --x0 (test ensemble), not both"
+        )
+    common = dict(
+        dt_obs=args.dt_obs, substeps=args.substeps, seed=args.seed, keep_fast=args.keep_fast
+    )
     if args.x0 is not None:
         x0 = _floats(args.x0)
         if len(x0) != system.slow_dim:
-            raise ConfigError(f"--x0 has {len(x0)} value(s) but {system.name} has "
-                              f"{system.slow_dim} slow variable(s)")
+            raise ConfigError(
+                f"--x0 has {len(x0)} value(s) but {system.name} has "
+                f"{system.slow_dim} slow variable(s)"
+            )
         data = simulate_ensemble(system, x0, n_paths=args.n_paths, t_end=args.t_end, **common)
     else:
         data = simulate_bursts(system, n_traj=args.n_traj, t_end=args.t_end, **common)
     data.meta["command"] = _command_line()
     save_trajectories(data, args.out)
-    print(f"wrote {args.out}: {data.n_traj} trajectories x {data.n_obs} observations x "
-          f"d={data.dim}, dt={data.dt:g} ({data.meta.get('seconds', 0):.1f} s)")
+    print(
+        f"wrote {args.out}: {data.n_traj} trajectories x {data.n_obs} observations x "
+        f"d={data.dim}, dt={data.dt:g} ({data.meta.get('seconds', 0):.1f} s)"
+    )
     return 0
 
 
@@ -83,9 +97,15 @@ def cmd_fit(args) -> int:
 
     _check_out(args.out, (".pt",))
     cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        device=args.device, max_minutes=args.max_minutes, pairs_per_traj=args.pairs_per_traj,
-        schedule=args.schedule, patience=args.patience,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        max_minutes=args.max_minutes,
+        pairs_per_traj=args.pairs_per_traj,
+        schedule=args.schedule,
+        patience=args.patience,
     )
     checkpoint = Path(str(args.out) + ".ckpt")
     if args.resume and not checkpoint.exists():
@@ -97,15 +117,24 @@ def cmd_fit(args) -> int:
 
     old = signal.signal(signal.SIGTERM, on_term)
     try:
-        model = fit(args.data, args.preset, cfg, dt=args.dt, checkpoint=checkpoint,
-                    resume=checkpoint if args.resume else None, stop_flag=lambda: stop["flag"])
+        model = fit(
+            args.data,
+            args.preset,
+            cfg,
+            dt=args.dt,
+            checkpoint=checkpoint,
+            resume=checkpoint if args.resume else None,
+            stop_flag=lambda: stop["flag"],
+        )
     finally:
         signal.signal(signal.SIGTERM, old)
     model.meta["command"] = _command_line()
     save_model(model, args.out)
     h = model.history
-    print(f"wrote {args.out}: best validation NLL {h['best_val_nll']:.4f} nats/pair at epoch "
-          f"{h['best_epoch']}, {h['train_seconds']:.0f} s ({h['stop_reason']})")
+    print(
+        f"wrote {args.out}: best validation NLL {h['best_val_nll']:.4f} nats/pair at epoch "
+        f"{h['best_epoch']}, {h['train_seconds']:.0f} s ({h['stop_reason']})"
+    )
     if "interrupted" not in h["stop_reason"]:
         checkpoint.unlink(missing_ok=True)
         return 0
@@ -122,15 +151,24 @@ def cmd_predict(args) -> int:
     _check_out(args.out, (".npz", ".csv"))
     model = load_model(args.model, device=args.device if args.device != "auto" else "cpu")
     x0 = _floats(args.x0)
-    paths, summary = simulate(model, np.array(x0), args.steps, args.n_paths, seed=args.seed,
-                              return_summary=True)
+    paths, summary = simulate(
+        model, np.array(x0), args.steps, args.n_paths, seed=args.seed, return_summary=True
+    )
     names = tuple(model.meta.get("names") or [f"x{i + 1}" for i in range(model.dim)])
-    meta = {"kind": "prediction", "model": str(args.model), "seed": args.seed, "x0": x0,
-            "command": _command_line(), "slowflow_version": model.meta.get("slowflow_version")}
+    meta = {
+        "kind": "prediction",
+        "model": str(args.model),
+        "seed": args.seed,
+        "x0": x0,
+        "command": _command_line(),
+        "slowflow_version": model.meta.get("slowflow_version"),
+    }
     save_trajectories(Trajectories(x=paths, dt=float(model.dt), names=names, meta=meta), args.out)
     msg = summary.message()
-    print(f"wrote {args.out}: {args.n_paths} paths x {args.steps} steps, d={model.dim}"
-          + (f" (warning: {msg})" if msg else ""))
+    print(
+        f"wrote {args.out}: {args.n_paths} paths x {args.steps} steps, d={model.dim}"
+        + (f" (warning: {msg})" if msg else "")
+    )
     return 0
 
 
@@ -141,8 +179,11 @@ def cmd_drift(args) -> int:
 
     model = load_model(args.model)
     if args.x is not None:
-        pts = np.array(_floats(args.x)).reshape(-1, model.dim) if model.dim > 1 else \
-            np.array(_floats(args.x)).reshape(-1, 1)
+        pts = (
+            np.array(_floats(args.x)).reshape(-1, model.dim)
+            if model.dim > 1
+            else np.array(_floats(args.x)).reshape(-1, 1)
+        )
     else:
         lo = model.x_lo.numpy() if hasattr(model, "x_lo") else -np.ones(model.dim)
         hi = model.x_hi.numpy() if hasattr(model, "x_hi") else np.ones(model.dim)
@@ -155,25 +196,38 @@ def cmd_drift(args) -> int:
         from ._io import atomic_write
 
         with atomic_write(Path(args.out)) as tmp:
-            np.savez(tmp, x=dd.x, drift=dd.drift, drift_se=dd.drift_se, diffusion=dd.diffusion,
-                     diffusion_se=dd.diffusion_se, dt=dd.dt)
+            np.savez(
+                tmp,
+                x=dd.x,
+                drift=dd.drift,
+                drift_se=dd.drift_se,
+                diffusion=dd.diffusion,
+                diffusion_se=dd.diffusion_se,
+                dt=dd.dt,
+            )
         print(f"wrote {args.out}")
     else:
         print("x | drift (+-se) | diffusion diag (+-se)")
         for i in range(len(dd.x)):
             xs = ",".join(f"{v:.4g}" for v in dd.x[i])
             a = ",".join(f"{v:.4g}+-{e:.2g}" for v, e in zip(dd.drift[i], dd.drift_se[i]))
-            b = ",".join(f"{dd.diffusion[i, j, j]:.4g}+-{dd.diffusion_se[i, j, j]:.2g}"
-                         for j in range(model.dim))
+            b = ",".join(
+                f"{dd.diffusion[i, j, j]:.4g}+-{dd.diffusion_se[i, j, j]:.2g}"
+                for j in range(model.dim)
+            )
             print(f"{xs} | {a} | {b}")
     return 0
 
 
 # ---------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="slowflow", description=(
-        "Learn the slow dynamics of multiscale stochastic systems from short bursts of "
-        "slow-variable data."))
+    p = argparse.ArgumentParser(
+        prog="slowflow",
+        description=(
+            "Learn the slow dynamics of multiscale stochastic systems from short bursts of "
+            "slow-variable data."
+        ),
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     from . import __version__
 
@@ -186,15 +240,27 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="simulate training bursts or a test ensemble")
     s.add_argument("system", help="system name or alias (see `slowflow systems`)")
     s.add_argument("--out", required=True, help="output file (.npz or .csv)")
-    s.add_argument("--n-traj", type=int, default=None,
-                   help="training bursts from uniform starts in the system's box (default 10000)")
+    s.add_argument(
+        "--n-traj",
+        type=int,
+        default=None,
+        help="training bursts from uniform starts in the system's box (default 10000)",
+    )
     s.add_argument("--x0", default=None, help="test ensemble from this slow start, e.g. 1.5,1.0")
     s.add_argument("--n-paths", type=int, default=10_000, help="paths of a test ensemble")
-    s.add_argument("--t-end", type=float, default=None,
-                   help="duration (default: 1 for bursts, the paper's horizon for ensembles)")
+    s.add_argument(
+        "--t-end",
+        type=float,
+        default=None,
+        help="duration (default: 1 for bursts, the paper's horizon for ensembles)",
+    )
     s.add_argument("--dt-obs", type=float, default=None, help="observation step (default 0.01)")
-    s.add_argument("--substeps", type=int, default=None,
-                   help="Euler-Maruyama substeps per observation (default: dt = 1e-4)")
+    s.add_argument(
+        "--substeps",
+        type=int,
+        default=None,
+        help="Euler-Maruyama substeps per observation (default: dt = 1e-4)",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--keep-fast", action="store_true", help="also store the fast variables")
     s.set_defaults(func=cmd_simulate)
@@ -202,16 +268,23 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("fit", help="learn the one-step map from trajectory data")
     s.add_argument("data", help="trajectory file (.npz, .npy, .csv, .mat)")
     s.add_argument("--out", required=True, help="model file to write (.pt)")
-    s.add_argument("--preset", default="default", help="model preset: default, paper, maf, nsf, "
-                   "coupling, gaussian")
+    s.add_argument(
+        "--preset",
+        default="default",
+        help="model preset: default, paper, maf, nsf, coupling, gaussian",
+    )
     s.add_argument("--dt", type=float, default=None, help="observation step if the file lacks it")
     s.add_argument("--epochs", type=int, default=30)
     s.add_argument("--batch-size", type=int, default=2048)
     s.add_argument("--lr", type=float, default=2e-3)
     s.add_argument("--schedule", default="cosine", help="cosine, constant or step_cyclic")
     s.add_argument("--patience", type=int, default=8)
-    s.add_argument("--pairs-per-traj", type=int, default=None,
-                   help="use this many random pairs per trajectory (default: all)")
+    s.add_argument(
+        "--pairs-per-traj",
+        type=int,
+        default=None,
+        help="use this many random pairs per trajectory (default: all)",
+    )
     s.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -265,8 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         if args.debug:
             raise
-        print(f"slowflow: error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-              " (run with --debug for a traceback)", file=sys.stderr)
+        print(
+            f"slowflow: error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            " (run with --debug for a traceback)",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -139,9 +139,10 @@ def _check_dt(dt: Any, where: str) -> float:
 def _check_names(names: Any, d: int, where: str) -> tuple[str, ...]:
     if names is None or (not isinstance(names, str) and len(names) == 0):
         return tuple(f"x{j + 1}" for j in range(d))
+    if not isinstance(names, str):
+        names = tuple(str(s) if isinstance(s, str) else s for s in names)  # np.str_ -> str
     if isinstance(names, str) or not all(isinstance(s, str) for s in names):
         raise DataError(f"{where} must be a sequence of {d} strings, found {names!r}")
-    names = tuple(str(s) for s in names)
     if len(names) != d:
         raise DataError(f"{where} has {len(names)} entries {names!r} but the data has d={d}")
     if any(not s for s in names) or len(set(names)) != d:
@@ -192,7 +193,9 @@ class Trajectories:
             raise DataError(f"Trajectories: meta must be a dict, found {type(meta).__name__}")
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "dt", _check_dt(self.dt, "Trajectories: dt"))
-        object.__setattr__(self, "names", _check_names(self.names, x.shape[2], "Trajectories: names"))
+        object.__setattr__(
+            self, "names", _check_names(self.names, x.shape[2], "Trajectories: names")
+        )
         object.__setattr__(self, "meta", dict(meta))
         object.__setattr__(self, "_lengths", lengths)
 
@@ -270,12 +273,18 @@ class Trajectories:
                 raise DataError(f"{where} has shape {a.shape}; expected (L, d) or (L,)")
             a = a.reshape(len(a), -1) if a.ndim == 2 else a[:, None]
             if arrays and a.shape[1] != arrays[0].shape[1]:
-                raise DataError(f"{where} has d={a.shape[1]} but trajectory 0 has d={arrays[0].shape[1]}")
+                raise DataError(
+                    f"{where} has d={a.shape[1]} but trajectory 0 has d={arrays[0].shape[1]}"
+                )
             bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
             if bad.size:
-                raise DataError(f"{where} has a non-finite value at observation {bad[0]}; {_NAN_HINT}")
+                raise DataError(
+                    f"{where} has a non-finite value at observation {bad[0]}; {_NAN_HINT}"
+                )
             if len(a) < 2:
-                raise DataError(f"{where} has {len(a)} observation(s); each trajectory needs at least 2")
+                raise DataError(
+                    f"{where} has {len(a)} observation(s); each trajectory needs at least 2"
+                )
             arrays.append(a)
         x = np.full((len(arrays), max(len(a) for a in arrays), arrays[0].shape[1]), np.nan)
         for i, a in enumerate(arrays):
@@ -376,9 +385,13 @@ def _npz_member(z: Any, key: str, src: str) -> np.ndarray:
 def _load_npz(p: Path, src: str, dt: float | None) -> Trajectories:
     head = _magic(p, 6)
     if head.startswith(b"\x93NUMPY"):
-        raise DataError(f"{src}: contains a single .npy array, not an .npz archive; rename it to .npy and {_PASS_DT}, or save with numpy.savez")
+        raise DataError(
+            f"{src}: contains a single .npy array, not an .npz archive; rename it to .npy and {_PASS_DT}, or save with numpy.savez"
+        )
     if not head.startswith(b"PK"):
-        raise DataError(f"{src}: not an .npz archive (no zip signature); expected keys 'x' and 'dt'")
+        raise DataError(
+            f"{src}: not an .npz archive (no zip signature); expected keys 'x' and 'dt'"
+        )
     try:
         z = np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -397,43 +410,61 @@ def _load_npz(p: Path, src: str, dt: float | None) -> Trajectories:
         if "dt" in keys:
             a = _npz_member(z, "dt", src)
             if a.dtype.kind not in "iuf" or a.size != 1:
-                raise DataError(f"{src}: key 'dt' must be a single number, found dtype {a.dtype} shape {a.shape}")
+                raise DataError(
+                    f"{src}: key 'dt' must be a single number, found dtype {a.dtype} shape {a.shape}"
+                )
             file_dt = _check_dt(float(a.reshape(-1)[0]), f"{src}: key 'dt'")
             if dt is not None and not math.isclose(file_dt, dt, rel_tol=1e-9):
-                raise DataError(f"{src}: key 'dt' is {file_dt!r} but dt={dt!r} was given (CLI: --dt); they must agree (relative tolerance 1e-9)")
+                raise DataError(
+                    f"{src}: key 'dt' is {file_dt!r} but dt={dt!r} was given (CLI: --dt); they must agree (relative tolerance 1e-9)"
+                )
             dt = file_dt
         elif dt is None:
-            raise DataError(f"{src}: no key 'dt' (found keys: {', '.join(map(repr, keys))}) and no dt given; {_PASS_DT}")
+            raise DataError(
+                f"{src}: no key 'dt' (found keys: {', '.join(map(repr, keys))}) and no dt given; {_PASS_DT}"
+            )
         names: tuple[str, ...] = ()
         if "names" in keys:
             a = _npz_member(z, "names", src)
             if a.dtype.kind not in "US" or a.ndim != 1:
-                raise DataError(f"{src}: key 'names' must be a 1-D string array, found dtype {a.dtype} shape {a.shape}")
+                raise DataError(
+                    f"{src}: key 'names' must be a 1-D string array, found dtype {a.dtype} shape {a.shape}"
+                )
             names = tuple(s.decode() if isinstance(s, bytes) else str(s) for s in a.tolist())
             names = _check_names(names, x.shape[2], f"{src}: key 'names'")
         meta: dict[str, Any] = {}
         if "meta" in keys:
             a = _npz_member(z, "meta", src)
             if a.dtype.kind not in "US" or a.size != 1:
-                raise DataError(f"{src}: key 'meta' must be a JSON string, found dtype {a.dtype} shape {a.shape}")
+                raise DataError(
+                    f"{src}: key 'meta' must be a JSON string, found dtype {a.dtype} shape {a.shape}"
+                )
             text = a.reshape(-1)[0]
             try:
                 meta = json.loads(text.decode() if isinstance(text, bytes) else str(text))
             except (ValueError, UnicodeDecodeError) as exc:
-                raise DataError(f"{src}: key 'meta' is not valid JSON ({_one_line(exc)}); expected a JSON object") from None
+                raise DataError(
+                    f"{src}: key 'meta' is not valid JSON ({_one_line(exc)}); expected a JSON object"
+                ) from None
             if not isinstance(meta, dict):
-                raise DataError(f"{src}: key 'meta' must be a JSON object, found {type(meta).__name__}")
+                raise DataError(
+                    f"{src}: key 'meta' must be a JSON object, found {type(meta).__name__}"
+                )
     return Trajectories(x, dt, names, meta)
 
 
 def _load_npy(p: Path, src: str, dt: float | None) -> Trajectories:
     if not _magic(p, 6).startswith(b"\x93NUMPY"):
-        raise DataError(f"{src}: not a .npy file (no NumPy header); expected one array (n_traj, n_obs, d)")
+        raise DataError(
+            f"{src}: not a .npy file (no NumPy header); expected one array (n_traj, n_obs, d)"
+        )
     try:
         arr = np.load(p, allow_pickle=False)
     except ValueError as exc:
         if "allow_pickle" in str(exc):
-            raise DataError(f"{src}: array holds Python objects (dtype object), which are refused because loading them would require unpickling; store a numeric array") from None
+            raise DataError(
+                f"{src}: array holds Python objects (dtype object), which are refused because loading them would require unpickling; store a numeric array"
+            ) from None
         raise DataError(f"{src}: truncated or corrupt .npy file ({_one_line(exc)})") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{src}: truncated or corrupt .npy file ({_one_line(exc)})") from None
@@ -462,11 +493,15 @@ def _load_mat(p: Path, src: str, dt: float | None) -> Trajectories:
         raise DataError(f"{src}: not a readable MATLAB file ({_one_line(exc)})") from None
     if "data" not in contents:
         found = ", ".join(repr(k) for k in contents if not k.startswith("__")) or "none"
-        raise DataError(f"{src}: missing variable 'data' (found: {found}); expected 'data' of shape [d, n_obs, n_traj]")
+        raise DataError(
+            f"{src}: missing variable 'data' (found: {found}); expected 'data' of shape [d, n_obs, n_traj]"
+        )
     where = f"{src}: variable 'data'"
     arr = _as_numeric(contents["data"], where)
     if arr.ndim not in (2, 3):
-        raise DataError(f"{where} has {arr.ndim} dimensions (shape {arr.shape}); expected [d, n_obs, n_traj] or [d, n_obs]")
+        raise DataError(
+            f"{where} has {arr.ndim} dimensions (shape {arr.shape}); expected [d, n_obs, n_traj] or [d, n_obs]"
+        )
     x = _to_3d(arr.T if arr.ndim == 3 else arr.T[None], where)
     _validate_x(x, where)
     if dt is None:
@@ -487,12 +522,16 @@ def _load_csv(p: Path, src: str, dt: float | None) -> Trajectories:
                 if header is None:
                     header = [c.strip() for c in row]
                 elif len(row) != len(header):
-                    raise DataError(f"{src}: line {reader.line_num} has {len(row)} cells but the header has {len(header)} columns ({', '.join(header)})")
+                    raise DataError(
+                        f"{src}: line {reader.line_num} has {len(row)} cells but the header has {len(header)} columns ({', '.join(header)})"
+                    )
                 else:
                     rows.append(row)
                     lines.append(reader.line_num)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{src}: not UTF-8 text ({exc.reason} at byte {exc.start}); expected a CSV file") from None
+        raise DataError(
+            f"{src}: not UTF-8 text ({exc.reason} at byte {exc.start}); expected a CSV file"
+        ) from None
     except csv.Error as exc:
         raise DataError(f"{src}: malformed CSV ({_one_line(exc)})") from None
     if header is None:
@@ -502,13 +541,17 @@ def _load_csv(p: Path, src: str, dt: float | None) -> Trajectories:
     for what, allowed in (("trajectory id", _TRAJ_COLUMNS), ("time", _TIME_COLUMNS)):
         found = [j for j, h in enumerate(low) if h in allowed]
         if len(found) != 1:
-            raise DataError(f"{src}: header must have exactly one {what} column named one of {', '.join(allowed)}; found {len(found)} in header {','.join(header)}")
+            raise DataError(
+                f"{src}: header must have exactly one {what} column named one of {', '.join(allowed)}; found {len(found)} in header {','.join(header)}"
+            )
         cols[what] = found[0]
     tcol = cols["time"]
     var = [j for j in range(len(header)) if j not in cols.values()]
     names = tuple(header[j] for j in var)
     if not var or any(not s for s in names) or len(set(names)) != len(names):
-        raise DataError(f"{src}: header {','.join(header)} must name one or more distinct variable columns after the trajectory id and time columns")
+        raise DataError(
+            f"{src}: header {','.join(header)} must name one or more distinct variable columns after the trajectory id and time columns"
+        )
     if not rows:
         raise DataError(f"{src}: header but no data rows; expected at least 1 trajectory")
     numcols = [tcol, *var]
@@ -522,16 +565,22 @@ def _load_csv(p: Path, src: str, dt: float | None) -> Trajectories:
                 try:
                     vals[r, c] = float(cell)
                 except ValueError:
-                    raise DataError(f"{src}: line {lines[r]}, column {header[numcols[c]]!r}: cannot parse {cell!r} as a number") from None
+                    raise DataError(
+                        f"{src}: line {lines[r]}, column {header[numcols[c]]!r}: cannot parse {cell!r} as a number"
+                    ) from None
     bad = np.argwhere(~np.isfinite(vals))
     if bad.size:
         r, c = bad[0]
-        raise DataError(f"{src}: line {lines[r]}, column {header[numcols[c]]!r}: value {cells[r][c].strip()!r} is not finite; trajectories must be finite (ragged trajectories are simply shorter)")
+        raise DataError(
+            f"{src}: line {lines[r]}, column {header[numcols[c]]!r}: value {cells[r][c].strip()!r} is not finite; trajectories must be finite (ragged trajectories are simply shorter)"
+        )
     groups: dict[str, list[int]] = {}
     for r, row in enumerate(rows):
         tid = row[cols["trajectory id"]].strip()
         if not tid:
-            raise DataError(f"{src}: line {lines[r]}, column {header[cols['trajectory id']]!r}: empty trajectory id")
+            raise DataError(
+                f"{src}: line {lines[r]}, column {header[cols['trajectory id']]!r}: empty trajectory id"
+            )
         groups.setdefault(tid, []).append(r)
     tname = header[tcol]
     trajs = []
@@ -539,22 +588,30 @@ def _load_csv(p: Path, src: str, dt: float | None) -> Trajectories:
         idx = np.asarray(members)
         idx = idx[np.argsort(vals[idx, 0], kind="stable")]
         if len(idx) < 2:
-            raise DataError(f"{src}: trajectory {tid!r} has 1 observation (line {lines[idx[0]]}); each trajectory needs at least 2")
+            raise DataError(
+                f"{src}: trajectory {tid!r} has 1 observation (line {lines[idx[0]]}); each trajectory needs at least 2"
+            )
         steps = np.diff(vals[idx, 0])
         dup = np.flatnonzero(steps == 0)
         if dup.size:
             k = dup[0]
-            raise DataError(f"{src}: trajectory {tid!r} has duplicate {tname}={vals[idx[k], 0]!r} at lines {lines[idx[k]]} and {lines[idx[k + 1]]}; each time must appear once")
+            raise DataError(
+                f"{src}: trajectory {tid!r} has duplicate {tname}={float(vals[idx[k], 0])!r} at lines {lines[idx[k]]} and {lines[idx[k + 1]]}; each time must appear once"
+            )
         trajs.append((tid, idx, steps))
     median = float(np.median(np.concatenate([s for _, _, s in trajs])))
     if dt is not None and not math.isclose(median, dt, rel_tol=1e-6):
-        raise DataError(f"{src}: column {tname!r} has time step {median!r} but dt={dt!r} was given (CLI: --dt); they must agree (relative tolerance 1e-6)")
+        raise DataError(
+            f"{src}: column {tname!r} has time step {median!r} but dt={dt!r} was given (CLI: --dt); they must agree (relative tolerance 1e-6)"
+        )
     ref = median if dt is None else dt
     for tid, idx, steps in trajs:
         off = np.flatnonzero(np.abs(steps - ref) > 1e-6 * ref)
         if off.size:
             k = off[0]
-            raise DataError(f"{src}: trajectory {tid!r}, line {lines[idx[k + 1]]}: column {tname!r} steps by {steps[k]!r}, expected {ref!r}; time steps must be regular (relative tolerance 1e-6)")
+            raise DataError(
+                f"{src}: trajectory {tid!r}, line {lines[idx[k + 1]]}: column {tname!r} steps by {float(steps[k])!r}, expected {ref!r}; time steps must be regular (relative tolerance 1e-6)"
+            )
     if dt is None:
         dt = float(trajs[0][2][0])
     x = np.full((len(trajs), max(len(i) for _, i, _ in trajs), len(var)), np.nan)
@@ -591,20 +648,31 @@ def save_trajectories(data: Trajectories, path: str | Path) -> None:
         reserved = _TRAJ_COLUMNS + _TIME_COLUMNS
         for s in data.names:
             if s.lower() in reserved or s != s.strip() or "\n" in s or "\r" in s:
-                raise DataError(f"{src}: variable name {s!r} cannot be a CSV column (reserved: {', '.join(reserved)}; no surrounding whitespace or newlines); rename it")
+                raise DataError(
+                    f"{src}: variable name {s!r} cannot be a CSV column (reserved: {', '.join(reserved)}; no surrounding whitespace or newlines); rename it"
+                )
     meta_json = json.dumps(data.meta, default=_json_default)
     try:
         with atomic_write(p) as tmp:
             if ext == ".npz":
                 with open(tmp, "wb") as fh:
-                    np.savez(fh, x=data.x, dt=np.float64(data.dt), names=np.array(data.names, dtype=np.str_), meta=np.array(meta_json))
+                    np.savez(
+                        fh,
+                        x=data.x,
+                        dt=np.float64(data.dt),
+                        names=np.array(data.names, dtype=np.str_),
+                        meta=np.array(meta_json),
+                    )
             else:
                 with open(tmp, "w", newline="", encoding="utf-8") as fh:
                     w = csv.writer(fh, lineterminator="\n")
                     w.writerow(["traj", "t", *data.names])
                     for i, traj in enumerate(data.trajectories()):
                         times = (data.dt * np.arange(len(traj))).tolist()
-                        w.writerows([str(i), repr(t), *map(repr, row)] for t, row in zip(times, traj.tolist(), strict=True))
+                        w.writerows(
+                            [str(i), repr(t), *map(repr, row)]
+                            for t, row in zip(times, traj.tolist(), strict=True)
+                        )
     except OSError as exc:
         raise DataError(f"{src}: cannot write ({_one_line(exc)})") from None
 
@@ -637,15 +705,23 @@ def make_pairs(
     if pairs_per_traj is None:
         valid = np.arange(data.n_obs - 1) < (lengths - 1)[:, None]
         return x[:, :-1][valid], x[:, 1:][valid]
-    if isinstance(pairs_per_traj, (bool, np.bool_)) or not isinstance(pairs_per_traj, numbers.Integral) or pairs_per_traj < 1:
-        raise ConfigError(f"pairs_per_traj must be a positive integer or None, found {pairs_per_traj!r}")
+    if (
+        isinstance(pairs_per_traj, (bool, np.bool_))
+        or not isinstance(pairs_per_traj, numbers.Integral)
+        or pairs_per_traj < 1
+    ):
+        raise ConfigError(
+            f"pairs_per_traj must be a positive integer or None, found {pairs_per_traj!r}"
+        )
     gen = np.random.default_rng(rng)
     start = gen.integers(0, (lengths - 1)[:, None], size=(data.n_traj, int(pairs_per_traj)))
     traj = np.broadcast_to(np.arange(data.n_traj)[:, None], start.shape)
     return x[traj, start].reshape(-1, data.dim), x[traj, start + 1].reshape(-1, data.dim)
 
 
-def split_by_trajectory(data: Trajectories, val_fraction: float = 0.1, seed: int = 0) -> tuple[Trajectories, Trajectories]:
+def split_by_trajectory(
+    data: Trajectories, val_fraction: float = 0.1, seed: int = 0
+) -> tuple[Trajectories, Trajectories]:
     """Random train/validation split by whole trajectories (never by pair).
 
     ``round(val_fraction * n_traj)`` trajectories, clipped to ``[1, n_traj - 1]``, drawn with
@@ -658,7 +734,11 @@ def split_by_trajectory(data: Trajectories, val_fraction: float = 0.1, seed: int
     -------
     train, val : Trajectories
     """
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 < val_fraction < 1:
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, numbers.Real)
+        or not 0 < val_fraction < 1
+    ):
         raise ConfigError(f"val_fraction must be a number in (0, 1), found {val_fraction!r}")
 
     def part(sub: Trajectories, name: str, by: str) -> Trajectories:
@@ -669,17 +749,23 @@ def split_by_trajectory(data: Trajectories, val_fraction: float = 0.1, seed: int
         length = int(data.lengths[0])
         n_train = round((1 - val_fraction) * length)
         if n_train < 2 or length - n_train < 2:
-            raise DataError(f"split_by_trajectory: the single trajectory has {length} observations; a time split with val_fraction={val_fraction} leaves {n_train} for training and {length - n_train} for validation, each needs at least 2")
+            raise DataError(
+                f"split_by_trajectory: the single trajectory has {length} observations; a time split with val_fraction={val_fraction} leaves {n_train} for training and {length - n_train} for validation, each needs at least 2"
+            )
         train = Trajectories(data.x[:, :n_train], data.dt, data.names, data.meta)
         val = Trajectories(data.x[:, n_train:length], data.dt, data.names, data.meta)
         return part(train, "train", "time"), part(val, "val", "time")
     n_val = min(max(round(val_fraction * data.n_traj), 1), data.n_traj - 1)
     perm = np.random.default_rng(seed).permutation(data.n_traj)
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    return part(data.subset(train_idx), "train", "trajectory"), part(data.subset(val_idx), "val", "trajectory")
+    return part(data.subset(train_idx), "train", "trajectory"), part(
+        data.subset(val_idx), "val", "trajectory"
+    )
 
 
 def check_dim(data: Trajectories, expected_dim: int, source: str) -> None:
     """Raise :class:`DataError` unless ``data.dim == expected_dim``; ``source`` names the file."""
     if data.dim != expected_dim:
-        raise DataError(f"{source}: data has d={data.dim} slow variables but the model expects d={expected_dim}")
+        raise DataError(
+            f"{source}: data has d={data.dim} slow variables but the model expects d={expected_dim}"
+        )

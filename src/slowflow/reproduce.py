@@ -51,8 +51,17 @@ class ReproduceConfig:
         return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
 
-QUICK = ReproduceConfig(n_train_traj=2000, n_ref=2000, n_pred=2000, n_heldout=200, epochs=6,
-                        max_minutes=0.5, calib_starts=300, calib_members=50, calib_lead=5)
+QUICK = ReproduceConfig(
+    n_train_traj=2000,
+    n_ref=2000,
+    n_pred=2000,
+    n_heldout=200,
+    epochs=6,
+    max_minutes=0.5,
+    calib_starts=300,
+    calib_members=50,
+    calib_lead=5,
+)
 
 
 def _log(msg: str) -> None:
@@ -76,18 +85,24 @@ def _system_data(system: System, cfg: ReproduceConfig, folder: Path) -> dict:
     t_end = cfg.horizon or system.t_end
     k = cfg.key("seed")
     data = {}
-    data["train"] = _cached(folder / f"train_n{cfg.n_train_traj}_{k}.npz",
-                            lambda: simulate_bursts(system, cfg.n_train_traj, seed=cfg.seed),
-                            "training bursts")
-    data["heldout"] = _cached(folder / f"heldout_n{cfg.n_heldout}_{k}.npz",
-                              lambda: simulate_bursts(system, cfg.n_heldout, seed=cfg.seed + 1000),
-                              "held-out bursts")
+    data["train"] = _cached(
+        folder / f"train_n{cfg.n_train_traj}_{k}.npz",
+        lambda: simulate_bursts(system, cfg.n_train_traj, seed=cfg.seed),
+        "training bursts",
+    )
+    data["heldout"] = _cached(
+        folder / f"heldout_n{cfg.n_heldout}_{k}.npz",
+        lambda: simulate_bursts(system, cfg.n_heldout, seed=cfg.seed + 1000),
+        "held-out bursts",
+    )
     for name, off in (("ref_a", 2000), ("ref_b", 3000)):
         data[name] = _cached(
             folder / f"{name}_n{cfg.n_ref}_T{t_end:g}_{k}.npz",
-            lambda off=off: simulate_ensemble(system, n_paths=cfg.n_ref, t_end=t_end,
-                                              seed=cfg.seed + off),
-            f"reference ensemble {name[-1].upper()}")
+            lambda off=off: simulate_ensemble(
+                system, n_paths=cfg.n_ref, t_end=t_end, seed=cfg.seed + off
+            ),
+            f"reference ensemble {name[-1].upper()}",
+        )
     return data
 
 
@@ -105,10 +120,13 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
         if system.averaged is None:
             return None, None
         k = cfg.key("seed", "n_pred")
-        pred = _cached(folder / f"pred_averaged_T{t_end:g}_{k}.npz",
-                       lambda: simulate_ensemble(system.averaged, x0=system.x0, n_paths=cfg.n_pred,
-                                                 t_end=t_end, seed=cfg.seed + 4000),
-                       "averaged-equation ensemble")
+        pred = _cached(
+            folder / f"pred_averaged_T{t_end:g}_{k}.npz",
+            lambda: simulate_ensemble(
+                system.averaged, x0=system.x0, n_paths=cfg.n_pred, t_end=t_end, seed=cfg.seed + 4000
+            ),
+            "averaged-equation ensemble",
+        )
         info["note"] = system.averaged_note
         return pred.x, info
     tk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes")
@@ -119,21 +137,32 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
     else:
         _log(f"train {name} (budget {cfg.max_minutes} min, up to {cfg.epochs} epochs)")
         tcfg = TrainConfig(epochs=cfg.epochs, max_minutes=cfg.max_minutes, seed=cfg.seed)
-        model = fit(data["train"], None if name == "default" else name, tcfg,
-                    checkpoint=folder / f"model_{name}_{tk}.ckpt",
-                    resume=(folder / f"model_{name}_{tk}.ckpt")
-                    if (folder / f"model_{name}_{tk}.ckpt").exists() else None)
+        model = fit(
+            data["train"],
+            None if name == "default" else name,
+            tcfg,
+            checkpoint=folder / f"model_{name}_{tk}.ckpt",
+            resume=(folder / f"model_{name}_{tk}.ckpt")
+            if (folder / f"model_{name}_{tk}.ckpt").exists()
+            else None,
+        )
         save_model(model, model_path)
         (folder / f"model_{name}_{tk}.ckpt").unlink(missing_ok=True)
     h = model.history
-    info.update(train_seconds=h.get("train_seconds"), epochs=len(h.get("epoch", [])),
-                best_val_nll=h.get("best_val_nll"), stop_reason=h.get("stop_reason"),
-                preset=model.meta.get("preset"), n_parameters=model.n_parameters())
+    info.update(
+        train_seconds=h.get("train_seconds"),
+        epochs=len(h.get("epoch", [])),
+        best_val_nll=h.get("best_val_nll"),
+        stop_reason=h.get("stop_reason"),
+        preset=model.meta.get("preset"),
+        n_parameters=model.n_parameters(),
+    )
     import torch
 
     h0, h1 = make_pairs(data["heldout"])
-    info["heldout_nll"] = evaluate_nll(model, torch.as_tensor(h0, dtype=torch.float32),
-                                       torch.as_tensor(h1, dtype=torch.float32))
+    info["heldout_nll"] = evaluate_nll(
+        model, torch.as_tensor(h0, dtype=torch.float32), torch.as_tensor(h1, dtype=torch.float32)
+    )
     pk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes", "n_pred")
     pred_path = folder / f"pred_{name}_T{t_end:g}_{pk}.npz"
     if pred_path.exists():
@@ -144,8 +173,9 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
         t0 = time.perf_counter()
         x = simulate(model, np.asarray(system.x0), n_steps, cfg.n_pred, seed=cfg.seed + 5000)
         rate = cfg.n_pred * n_steps / (time.perf_counter() - t0)
-        pred = Trajectories(x=x, dt=system.dt_obs, meta={"model": str(model_path),
-                                                         "path_steps_per_s": rate})
+        pred = Trajectories(
+            x=x, dt=system.dt_obs, meta={"model": str(model_path), "path_steps_per_s": rate}
+        )
         save_trajectories(pred, pred_path)
         info["rollout_path_steps_per_s"] = rate
         _log(f"rollout {name}: {x.shape}, {rate:.3g} path-steps/s")
@@ -153,8 +183,9 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
     return pred.x, info
 
 
-def reproduce_example(example: str, out: str | Path, cfg: ReproduceConfig | None = None,
-                      quick: bool = False) -> dict:
+def reproduce_example(
+    example: str, out: str | Path, cfg: ReproduceConfig | None = None, quick: bool = False
+) -> dict:
     """Run the whole study for one paper example (or any built-in system); returns the
     summary dict that is also written to ``OUT/<system>/metrics.json``."""
     from .evaluate import calibration, plots
@@ -172,11 +203,19 @@ def reproduce_example(example: str, out: str | Path, cfg: ReproduceConfig | None
     data = _system_data(system, cfg, folder)
     ref_a, ref_b = data["ref_a"].x, data["ref_b"].x
     dt = system.dt_obs
-    times = [t for t in (system.plot_times or (system.t_end,)) if t <= (cfg.horizon or system.t_end)]
-    results: dict = {"system": system.name, "aliases": list(system.aliases),
-                     "params": dict(system.params), "x0": list(system.x0),
-                     "horizon": cfg.horizon or system.t_end, "config": asdict(cfg),
-                     "slowflow_version": __version__, "models": {}}
+    times = [
+        t for t in (system.plot_times or (system.t_end,)) if t <= (cfg.horizon or system.t_end)
+    ]
+    results: dict = {
+        "system": system.name,
+        "aliases": list(system.aliases),
+        "params": dict(system.params),
+        "x0": list(system.x0),
+        "horizon": cfg.horizon or system.t_end,
+        "config": asdict(cfg),
+        "slowflow_version": __version__,
+        "models": {},
+    }
     preds: dict = {}
     figs: list[str] = []
     for name in cfg.models:
@@ -188,49 +227,95 @@ def reproduce_example(example: str, out: str | Path, cfg: ReproduceConfig | None
         entry = {**info, **public(ev)}
         if model is not None:
             cal = calibration.check_calibration(
-                model, data["heldout"], max_lead=cfg.calib_lead, n_starts=cfg.calib_starts,
-                n_members=cfg.calib_members, seed=cfg.seed,
-                reference=calibration.system_sampler(system, dt))
+                model,
+                data["heldout"],
+                max_lead=cfg.calib_lead,
+                n_starts=cfg.calib_starts,
+                n_members=cfg.calib_members,
+                seed=cfg.seed,
+                reference=calibration.system_sampler(system, dt),
+            )
             entry["calibration"] = cal.to_dict()
             entry["calibration_summary"] = cal.summary()
-            figs.append(str(plots.save_figure(
-                plots.calibration(cal.leads, {f"{name} model": cal.crps[:, 0],
-                                              "best Markov reference": cal.crps_reference[:, 0]},
-                                  {f"{name}, lead 1": cal.pit_counts[0, 0],
-                                   f"{name}, lead {int(cal.leads[-1])}": cal.pit_counts[-1, 0]},
-                                  "CRPS of x1"),
-                folder / f"calibration_{name}.png")))
-            figs.append(str(plots.save_figure(plots.training_curves(model.history),
-                                              folder / f"training_{name}.png")))
+            figs.append(
+                str(
+                    plots.save_figure(
+                        plots.calibration(
+                            cal.leads,
+                            {
+                                f"{name} model": cal.crps[:, 0],
+                                "best Markov reference": cal.crps_reference[:, 0],
+                            },
+                            {
+                                f"{name}, lead 1": cal.pit_counts[0, 0],
+                                f"{name}, lead {int(cal.leads[-1])}": cal.pit_counts[-1, 0],
+                            },
+                            "CRPS of x1",
+                        ),
+                        folder / f"calibration_{name}.png",
+                    )
+                )
+            )
+            figs.append(
+                str(
+                    plots.save_figure(
+                        plots.training_curves(model.history), folder / f"training_{name}.png"
+                    )
+                )
+            )
             if name == cfg.models[0]:
                 x0p, x1p = make_pairs(data["train"])
                 edges = np.quantile(x0p[:, 0], np.linspace(0.01, 0.99, 16))
                 c, mu, sd, _ = binned_increment_stats(x0p, x1p, edges)
                 ok = np.isfinite(c[:, 0])
-                grid = np.asarray(c[ok]) if system.slow_dim > 1 else \
-                    np.linspace(edges[0], edges[-1], 25).reshape(-1, 1)
+                grid = (
+                    np.asarray(c[ok])
+                    if system.slow_dim > 1
+                    else np.linspace(edges[0], edges[-1], 25).reshape(-1, 1)
+                )
                 dd = drift_diffusion(model, grid, n_samples=10_000, seed=cfg.seed)
                 ref_fn = None
                 if system.averaged is not None:
+
                     def ref_fn(x, avg=system.averaged):
                         f, g = avg.evaluate(x)
                         return f, g * g
-                figs.append(str(plots.save_figure(
-                    plots.drift_diffusion(dd, ref_fn, data_stats=(c[ok], mu[ok] / dt, sd[ok] ** 2 / dt)),
-                    folder / "drift_diffusion.png")))
+
+                figs.append(
+                    str(
+                        plots.save_figure(
+                            plots.drift_diffusion(
+                                dd, ref_fn, data_stats=(c[ok], mu[ok] / dt, sd[ok] ** 2 / dt)
+                            ),
+                            folder / "drift_diffusion.png",
+                        )
+                    )
+                )
         preds[name] = pred
         results["models"][name] = entry
         if name == cfg.models[0]:
             extra = {}
             if "averaged" in cfg.models and system.averaged is not None:
                 extra = {}
-            figs += [str(p) for p in figures_for(pred, ref_a, dt, times, folder,
-                                                 floor=ev.get("_floor_series"), w1=ev.get("_w1_series"),
-                                                 extra=extra)]
+            figs += [
+                str(p)
+                for p in figures_for(
+                    pred,
+                    ref_a,
+                    dt,
+                    times,
+                    folder,
+                    floor=ev.get("_floor_series"),
+                    w1=ev.get("_w1_series"),
+                    extra=extra,
+                )
+            ]
     if len(preds) > 1:
         ens = {"truth": ref_a, **{f"{k}": v for k, v in preds.items()}}
         figs.append(str(plots.save_figure(plots.mean_std(ens, dt), folder / "mean_std_all.png")))
-        figs.append(str(plots.save_figure(plots.histograms(ens, dt, times), folder / "histograms_all.png")))
+        figs.append(
+            str(plots.save_figure(plots.histograms(ens, dt, times), folder / "histograms_all.png"))
+        )
     results["figures"] = [Path(f).name for f in figs]
     results["seconds"] = time.perf_counter() - t_start
     write_json(results, folder / "metrics.json")
@@ -250,9 +335,11 @@ def _fmt(v, spec=".3g") -> str:
         return str(v)
 
 
-TABLE_HEAD = ("| example | model | W1/floor (time avg, per component) | mean abs mean err | "
-              "mean abs rel std err | held-out NLL | train s | rollout path-steps/s | calibration |\n"
-              "|---|---|---|---|---|---|---|---|---|\n")
+TABLE_HEAD = (
+    "| example | model | W1/floor (time avg, per component) | mean abs mean err | "
+    "mean abs rel std err | held-out NLL | train s | rollout path-steps/s | calibration |\n"
+    "|---|---|---|---|---|---|---|---|---|\n"
+)
 
 
 def table_rows(results: dict) -> str:
@@ -265,25 +352,30 @@ def table_rows(results: dict) -> str:
             f"| {label} | {name} | {_fmt(e['w1']['ratio_time_avg'], '.2f')} | "
             f"{_fmt(e['mean_abs_mean_error'])} | {_fmt(e['mean_abs_rel_std_error'], '.1%')} | "
             f"{_fmt(e.get('heldout_nll'), '.3f')} | {_fmt(e.get('train_seconds'), '.0f')} | "
-            f"{_fmt(e.get('rollout_path_steps_per_s'))} | {verdict} |")
+            f"{_fmt(e.get('rollout_path_steps_per_s'))} | {verdict} |"
+        )
     return "\n".join(rows) + "\n"
 
 
 def write_report(results: dict, path: Path) -> None:
     from ._io import atomic_write
 
-    lines = [f"# {results['system']} ({', '.join(results['aliases'])})\n",
-             f"slowflow {results['slowflow_version']}; start x0 = {results['x0']}, horizon "
-             f"T = {results['horizon']}; parameters {results['params']}.\n",
-             "W1/floor: time-averaged Wasserstein-1 distance of each slow component's marginal "
-             "between the model's ensemble and reference A, divided by the same distance between "
-             "two independent reference ensembles B and A (1 = indistinguishable at this sample "
-             "size). Errors of the mean and relative errors of the std are time-averaged.\n",
-             TABLE_HEAD + table_rows(results)]
+    lines = [
+        f"# {results['system']} ({', '.join(results['aliases'])})\n",
+        f"slowflow {results['slowflow_version']}; start x0 = {results['x0']}, horizon "
+        f"T = {results['horizon']}; parameters {results['params']}.\n",
+        "W1/floor: time-averaged Wasserstein-1 distance of each slow component's marginal "
+        "between the model's ensemble and reference A, divided by the same distance between "
+        "two independent reference ensembles B and A (1 = indistinguishable at this sample "
+        "size). Errors of the mean and relative errors of the std are time-averaged.\n",
+        TABLE_HEAD + table_rows(results),
+    ]
     for name, e in results["models"].items():
         if "calibration_summary" in e:
-            lines.append(f"\n## Calibration of `{name}` on held-out bursts\n\n```\n"
-                         f"{e['calibration_summary']}\n```\n")
+            lines.append(
+                f"\n## Calibration of `{name}` on held-out bursts\n\n```\n"
+                f"{e['calibration_summary']}\n```\n"
+            )
         if e.get("note"):
             lines.append(f"\nAveraged equation: {e['note']}\n")
     lines.append("\n## Figures\n")
@@ -304,12 +396,18 @@ def reproduce(examples, out, quick: bool = False, models=None, seed: int = 0) ->
     all_results = [reproduce_example(ex, out, cfg) for ex in examples]
     from ._io import atomic_write
 
-    text = ["# slowflow reproduction of Chen & Xiu (2024)\n",
-            f"slowflow {__version__}, seed {seed}, {'quick' if quick else 'full'} settings, "
-            f"total {time.perf_counter() - t0:.0f} s.\n", TABLE_HEAD]
+    text = [
+        "# slowflow reproduction of Chen & Xiu (2024)\n",
+        f"slowflow {__version__}, seed {seed}, {'quick' if quick else 'full'} settings, "
+        f"total {time.perf_counter() - t0:.0f} s.\n",
+        TABLE_HEAD,
+    ]
     text += [table_rows(r) for r in all_results]
-    text.append("\nPer-example reports: " + ", ".join(f"[{r['system']}]({r['system']}/report.md)"
-                                                       for r in all_results) + "\n")
+    text.append(
+        "\nPer-example reports: "
+        + ", ".join(f"[{r['system']}]({r['system']}/report.md)" for r in all_results)
+        + "\n"
+    )
     with atomic_write(out / "report.md") as tmp:
         Path(tmp).write_text("".join(text))
     return all_results

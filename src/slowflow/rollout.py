@@ -31,7 +31,9 @@ def check_x0(model: FlowMap, x0, n_paths: int | None = None) -> np.ndarray:
     d = model.dim
     if x0.ndim <= 1:
         if x0.size != d:
-            raise ConfigError(f"x0 has {x0.size} component(s) but the model has d={d} slow variables")
+            raise ConfigError(
+                f"x0 has {x0.size} component(s) but the model has d={d} slow variables"
+            )
         if n_paths is None or int(n_paths) < 1:
             raise ConfigError(f"n_paths must be a positive integer, got {n_paths}")
         x0 = np.broadcast_to(x0.reshape(1, d), (int(n_paths), d))
@@ -61,12 +63,16 @@ class RolloutSummary:
     def message(self) -> str:
         parts = []
         if self.nonfinite_paths:
-            parts.append(f"{self.nonfinite_paths} of {self.n_paths} paths became non-finite "
-                         f"(first at step {self.first_nonfinite_step})")
+            parts.append(
+                f"{self.nonfinite_paths} of {self.n_paths} paths became non-finite "
+                f"(first at step {self.first_nonfinite_step})"
+            )
         if self.outside_fraction > 0:
-            parts.append(f"{100 * self.outside_fraction:.2f}% of paths left the training data's "
-                         f"range by more than half its width (first at step {self.first_outside_step}); "
-                         "the map is extrapolating there")
+            parts.append(
+                f"{100 * self.outside_fraction:.2f}% of paths left the training data's "
+                f"range by more than half its width (first at step {self.first_outside_step}); "
+                "the map is extrapolating there"
+            )
         return "; ".join(parts)
 
 
@@ -120,7 +126,9 @@ def simulate(
     if show:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n * n_steps, unit="path-step", unit_scale=True, desc="rollout", leave=False)
+        bar = tqdm(
+            total=n * n_steps, unit="path-step", unit_scale=True, desc="rollout", leave=False
+        )
     try:
         for b0 in range(0, n, int(batch_size)):
             b1 = min(n, b0 + int(batch_size))
@@ -203,8 +211,7 @@ def drift_diffusion(model: FlowMap, x, n_samples: int = 20_000, seed: int = 0) -
     cov = np.empty((n, d, d))
     cov_se = np.empty((n, d, d))
     for i in range(n):
-        xi = torch.as_tensor(np.tile(x[i], (int(n_samples), 1)), dtype=torch.float32,
-                             device=device)
+        xi = torch.as_tensor(np.tile(x[i], (int(n_samples), 1)), dtype=torch.float32, device=device)
         inc = (_sample(model(xi), gen).double() - xi.double()).cpu().numpy()
         mu = inc.mean(0)
         c = inc - mu

@@ -110,7 +110,12 @@ _KEYED: dict[tuple, System] = {}
 
 
 def _key(system: System) -> tuple:
-    key = (system.name, tuple(sorted(system.params.items())), id(system.drift), id(system.diffusion))
+    key = (
+        system.name,
+        tuple(sorted(system.params.items())),
+        id(system.drift),
+        id(system.diffusion),
+    )
     _KEYED[key] = system
     return key
 
@@ -130,7 +135,9 @@ def resolve_steps(t_end: float, dt_obs: float, substeps: int | None) -> tuple[in
         raise ConfigError(f"t_end must be a positive number, got {t_end}")
     n_steps = round(t_end / dt_obs)
     if n_steps < 1 or abs(n_steps * dt_obs - t_end) > 1e-6 * max(t_end, dt_obs):
-        raise ConfigError(f"t_end={t_end} is not a whole number of observation steps dt_obs={dt_obs}")
+        raise ConfigError(
+            f"t_end={t_end} is not a whole number of observation steps dt_obs={dt_obs}"
+        )
     if substeps is None:
         substeps = max(1, round(dt_obs / REFERENCE_DT))
     if int(substeps) < 1:
@@ -254,10 +261,16 @@ def simulate_bursts(
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
     s0 = rng.uniform(box[:, 0], box[:, 1], size=(n_traj, system.dim))
     t0 = time.perf_counter()
-    x = simulate_paths(system, s0, n_steps, dt_obs, substeps, seed, "all" if keep_fast else "slow",
-                       progress)
-    meta = _meta(system, kind="bursts", seed=int(seed), substeps=substeps,
-                 seconds=round(time.perf_counter() - t0, 3))
+    x = simulate_paths(
+        system, s0, n_steps, dt_obs, substeps, seed, "all" if keep_fast else "slow", progress
+    )
+    meta = _meta(
+        system,
+        kind="bursts",
+        seed=int(seed),
+        substeps=substeps,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
     names = _names(system, keep_fast)
     return Trajectories(x=x, dt=dt_obs, names=names, meta=meta)
 
@@ -310,8 +323,15 @@ def simulate_ensemble(
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
     s0 = initial_states(system, x0, int(n_paths), rng)
     t0 = time.perf_counter()
-    x = simulate_paths(system, s0, n_steps, dt_obs, substeps, seed, "all" if keep_fast else "slow",
-                       progress)
-    meta = _meta(system, kind="ensemble", seed=int(seed), substeps=substeps,
-                 x0=[float(v) for v in np.ravel(x0)], seconds=round(time.perf_counter() - t0, 3))
+    x = simulate_paths(
+        system, s0, n_steps, dt_obs, substeps, seed, "all" if keep_fast else "slow", progress
+    )
+    meta = _meta(
+        system,
+        kind="ensemble",
+        seed=int(seed),
+        substeps=substeps,
+        x0=[float(v) for v in np.ravel(x0)],
+        seconds=round(time.perf_counter() - t0, 3),
+    )
     return Trajectories(x=x, dt=dt_obs, names=_names(system, keep_fast), meta=meta)

@@ -71,7 +71,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         def positive(name, value, integer=True):
             if value is None or (integer and int(value) != value) or not value > 0:
-                raise ConfigError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
+                raise ConfigError(
+                    f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}"
+                )
 
         positive("epochs", self.epochs)
         positive("batch_size", self.batch_size)
@@ -107,7 +109,9 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+        raise ConfigError(
+            "device 'cuda' was asked for but no CUDA GPU is available; use --device cpu"
+        )
     return torch.device(device)
 
 
@@ -145,7 +149,9 @@ def _as_data(data, dt: float | None) -> Trajectories:
         return data
     if isinstance(data, (str, os.PathLike)):
         return load_trajectories(data, dt=dt)
-    raise ConfigError(f"data must be a Trajectories object or a file path, got {type(data).__name__}")
+    raise ConfigError(
+        f"data must be a Trajectories object or a file path, got {type(data).__name__}"
+    )
 
 
 def _statistics(x0: np.ndarray, x1: np.ndarray) -> dict[str, np.ndarray]:
@@ -225,9 +231,12 @@ def fit(
         rpath = Path(checkpoint if resume is True else resume)
         resume_state = load_checkpoint(rpath)
         model_config = ModelConfig.from_dict(resume_state["model_config"])
-        cfg = replace(TrainConfig.from_dict(resume_state["train_config"]),
-                      epochs=max(cfg.epochs, resume_state["train_config"]["epochs"]),
-                      max_minutes=cfg.max_minutes, device=cfg.device)
+        cfg = replace(
+            TrainConfig.from_dict(resume_state["train_config"]),
+            epochs=max(cfg.epochs, resume_state["train_config"]["epochs"]),
+            max_minutes=cfg.max_minutes,
+            device=cfg.device,
+        )
         preset_name = resume_state.get("preset", preset_name)
 
     if cfg.threads:
@@ -247,12 +256,13 @@ def fit(
         warnings.warn(
             f"only {n_train} training pairs for a model with {model.n_parameters()} parameters; "
             "expect overfitting (early stopping on the validation trajectories limits it)",
-            RuntimeWarning, stacklevel=2,
+            RuntimeWarning,
+            stacklevel=2,
         )
     stats = _statistics(x0, x1)
     model.set_statistics(**stats)
-    model.register_buffer("x_lo", torch.as_tensor(np.nanmin(data.x, axis=(0, 1)), dtype=torch.float32))
-    model.register_buffer("x_hi", torch.as_tensor(np.nanmax(data.x, axis=(0, 1)), dtype=torch.float32))
+    model.x_lo.copy_(torch.as_tensor(np.nanmin(data.x, axis=(0, 1))))
+    model.x_hi.copy_(torch.as_tensor(np.nanmax(data.x, axis=(0, 1))))
     model.to(device)
 
     tx0 = torch.as_tensor(x0, dtype=torch.float32, device=device)
@@ -295,8 +305,9 @@ def fit(
     try:
         for epoch in range(start_epoch, cfg.epochs):
             perm = torch.randperm(n_train, generator=gen).to(device)
-            model.gaussian_only = epoch < cfg.warmup_epochs and model.flow is not None \
-                and model.affine is not None
+            model.gaussian_only = (
+                epoch < cfg.warmup_epochs and model.flow is not None and model.affine is not None
+            )
             run_loss, run_n, bad = 0.0, 0, False
             for b in range(steps_per_epoch):
                 idx = perm[b * bs : (b + 1) * bs]
@@ -321,14 +332,21 @@ def fit(
                 nan_events += 1
                 model.load_state_dict(best_state)
                 if nan_events >= 2:
-                    stop_reason = (f"non-finite loss at epoch {epoch} again after lowering the "
-                                   "learning rate; stopped with the best weights")
+                    stop_reason = (
+                        f"non-finite loss at epoch {epoch} again after lowering the "
+                        "learning rate; stopped with the best weights"
+                    )
                     break
                 lr_factor *= 0.1
-                opt = torch.optim.Adam(model.parameters(), lr=cfg.lr * lr_factor,
-                                       weight_decay=cfg.weight_decay)
-                warnings.warn(f"non-finite loss at epoch {epoch}: restored the best weights and "
-                              "lowered the learning rate 10x", RuntimeWarning, stacklevel=2)
+                opt = torch.optim.Adam(
+                    model.parameters(), lr=cfg.lr * lr_factor, weight_decay=cfg.weight_decay
+                )
+                warnings.warn(
+                    f"non-finite loss at epoch {epoch}: restored the best weights and "
+                    "lowered the learning rate 10x",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 continue
             val_nll = evaluate_nll(model, tv0, tv1)
             train_nll = run_loss / max(1, run_n)
@@ -344,13 +362,32 @@ def fit(
             else:
                 epochs_since_best += 1
             if bar is not None:
-                bar.set_postfix(train=f"{train_nll:.4f}", val=f"{val_nll:.4f}",
-                                best=f"{best_val:.4f}", t=f"{elapsed:.0f}s")
+                bar.set_postfix(
+                    train=f"{train_nll:.4f}",
+                    val=f"{val_nll:.4f}",
+                    best=f"{best_val:.4f}",
+                    t=f"{elapsed:.0f}s",
+                )
                 bar.update(1)
             if checkpoint is not None:
-                _write_checkpoint(checkpoint, model, opt, model_config, cfg, history, best_val,
-                                  best_state, best_epoch, epoch, step, elapsed, lr_factor,
-                                  nan_events, gen, preset_name)
+                _write_checkpoint(
+                    checkpoint,
+                    model,
+                    opt,
+                    model_config,
+                    cfg,
+                    history,
+                    best_val,
+                    best_state,
+                    best_epoch,
+                    epoch,
+                    step,
+                    elapsed,
+                    lr_factor,
+                    nan_events,
+                    gen,
+                    preset_name,
+                )
             if epochs_since_best >= cfg.patience:
                 stop_reason = f"early stopping: no validation improvement for {cfg.patience} epochs"
                 break
@@ -387,8 +424,24 @@ def fit(
 CHECKPOINT_FORMAT = "slowflow-checkpoint"
 
 
-def _write_checkpoint(path, model, opt, model_config, cfg, history, best_val, best_state,
-                      best_epoch, epoch, step, elapsed, lr_factor, nan_events, gen, preset):
+def _write_checkpoint(
+    path,
+    model,
+    opt,
+    model_config,
+    cfg,
+    history,
+    best_val,
+    best_state,
+    best_epoch,
+    epoch,
+    step,
+    elapsed,
+    lr_factor,
+    nan_events,
+    gen,
+    preset,
+):
     payload = {
         "format": CHECKPOINT_FORMAT,
         "slowflow_version": __version__,
@@ -421,7 +474,9 @@ def load_checkpoint(path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise SlowflowError(f"{path}: unreadable checkpoint (truncated or corrupted?): {first}") from None
+        raise SlowflowError(
+            f"{path}: unreadable checkpoint (truncated or corrupted?): {first}"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise SlowflowError(f"{path}: not a slowflow training checkpoint")
     return payload

@@ -59,18 +59,25 @@ class CalibrationResult:
     reasons: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        lines = [f"calibration on {self.n_starts} held-out starts x {self.n_members} members, "
-                 f"leads 1..{int(self.leads[-1])}:"]
+        lines = [
+            f"calibration on {self.n_starts} held-out starts x {self.n_members} members, "
+            f"leads 1..{int(self.leads[-1])}:"
+        ]
         for i in range(self.crps.shape[1]):
             lines.append(
                 f"  x{i + 1}: PIT dispersion 12Var(PIT) {self._range(self.pit_dispersion[:, i])} "
                 f"(1 = calibrated), PIT bias {self._range(self.pit_bias[:, i])}, "
                 f"CRPS at lead 1 {self.crps[0, i]:.4g}, at lead {int(self.leads[-1])} {self.crps[-1, i]:.4g}"
-                + (f" (reference {self.crps_reference[0, i]:.4g} / {self.crps_reference[-1, i]:.4g})"
-                   if self.crps_reference is not None else "")
+                + (
+                    f" (reference {self.crps_reference[0, i]:.4g} / {self.crps_reference[-1, i]:.4g})"
+                    if self.crps_reference is not None
+                    else ""
+                )
             )
         verdict = "CALIBRATED" if self.calibrated else "FLAGGED"
-        lines.append(f"verdict: {verdict}" + ("" if self.calibrated else ": " + "; ".join(self.reasons)))
+        lines.append(
+            f"verdict: {verdict}" + ("" if self.calibrated else ": " + "; ".join(self.reasons))
+        )
         return "\n".join(lines)
 
     @staticmethod
@@ -78,16 +85,29 @@ class CalibrationResult:
         return f"{np.min(v):.3f}..{np.max(v):.3f}"
 
     def to_dict(self) -> dict:
-        return metrics.to_jsonable({
-            "leads": self.leads, "n_starts": self.n_starts, "n_members": self.n_members,
-            "crps": self.crps, "energy_score": self.energy, "pit_dispersion": self.pit_dispersion,
-            "pit_bias": self.pit_bias, "pit_counts": self.pit_counts,
-            "crps_reference": self.crps_reference, "energy_reference": self.energy_reference,
-            "pit_dispersion_reference": self.pit_dispersion_reference,
-            "calibrated": self.calibrated, "reasons": self.reasons,
-            "thresholds": {"dispersion_high": D_HIGH, "dispersion_low": D_LOW,
-                           "bias_max": BIAS_MAX, "n_standard_errors": N_SE},
-        })
+        return metrics.to_jsonable(
+            {
+                "leads": self.leads,
+                "n_starts": self.n_starts,
+                "n_members": self.n_members,
+                "crps": self.crps,
+                "energy_score": self.energy,
+                "pit_dispersion": self.pit_dispersion,
+                "pit_bias": self.pit_bias,
+                "pit_counts": self.pit_counts,
+                "crps_reference": self.crps_reference,
+                "energy_reference": self.energy_reference,
+                "pit_dispersion_reference": self.pit_dispersion_reference,
+                "calibrated": self.calibrated,
+                "reasons": self.reasons,
+                "thresholds": {
+                    "dispersion_high": D_HIGH,
+                    "dispersion_low": D_LOW,
+                    "bias_max": BIAS_MAX,
+                    "n_standard_errors": N_SE,
+                },
+            }
+        )
 
 
 def model_sampler(model) -> Sampler:
@@ -122,8 +142,10 @@ def _starts(data: Trajectories, max_lead: int, n_starts: int, rng: np.random.Gen
     lengths = data.lengths
     usable = lengths - max_lead  # start indices 0..L-1-K
     if usable.max() < 1:
-        raise DataError(f"held-out trajectories have at most {lengths.max()} observations; "
-                        f"need more than max_lead={max_lead}")
+        raise DataError(
+            f"held-out trajectories have at most {lengths.max()} observations; "
+            f"need more than max_lead={max_lead}"
+        )
     weights = np.clip(usable, 0, None).astype(float)
     traj = rng.choice(data.n_traj, size=n_starts, p=weights / weights.sum())
     idx = (rng.random(n_starts) * usable[traj]).astype(int)
@@ -149,8 +171,11 @@ def _scores(samples: np.ndarray, obs: np.ndarray, rng) -> tuple:
             bias[k - 1, i] = float(np.mean(pit)) - 0.5
             counts[k - 1, i] = metrics.pit_histogram(pit, bins=10)["counts"]
         if energy is not None:
-            energy[k - 1] = float(np.mean(metrics.energy_score(
-                np.transpose(samples[:, :, k, :], (1, 0, 2)), obs[:, k, :])))
+            energy[k - 1] = float(
+                np.mean(
+                    metrics.energy_score(np.transpose(samples[:, :, k, :], (1, 0, 2)), obs[:, k, :])
+                )
+            )
     return crps, energy, disp, bias, counts
 
 
@@ -175,12 +200,18 @@ def check_calibration(
     """
     if int(max_lead) < 1 or int(n_starts) < 10 or int(n_members) < 2:
         raise ConfigError("need max_lead >= 1, n_starts >= 10 and n_members >= 2")
-    sampler = kernel if callable(kernel) and not hasattr(kernel, "config") else model_sampler(kernel)
+    sampler = (
+        kernel if callable(kernel) and not hasattr(kernel, "config") else model_sampler(kernel)
+    )
     if hasattr(kernel, "dim") and kernel.dim != data.dim:
-        raise DataError(f"held-out data have d={data.dim} slow variables but the model has d={kernel.dim}")
+        raise DataError(
+            f"held-out data have d={data.dim} slow variables but the model has d={kernel.dim}"
+        )
     if hasattr(kernel, "dt") and not math.isclose(float(kernel.dt), data.dt, rel_tol=1e-6):
-        raise DataError(f"held-out data have step dt={data.dt:g} but the model was trained at "
-                        f"dt={float(kernel.dt):g}")
+        raise DataError(
+            f"held-out data have step dt={data.dt:g} but the model was trained at "
+            f"dt={float(kernel.dt):g}"
+        )
     max_lead = int(min(max_lead, int(data.lengths.max()) - 1))
     rng = np.random.default_rng(seed)
     window = _starts(data, max_lead, int(n_starts), rng)
@@ -194,9 +225,16 @@ def check_calibration(
         return _scores(paths, window, np.random.default_rng(seed + 1))
 
     crps, energy, disp, bias, counts = run(sampler, seed)
-    result = CalibrationResult(leads=np.arange(1, max_lead + 1), n_starts=n, n_members=int(n_members),
-                               crps=crps, pit_dispersion=disp, pit_bias=bias, pit_counts=counts,
-                               energy=energy)
+    result = CalibrationResult(
+        leads=np.arange(1, max_lead + 1),
+        n_starts=n,
+        n_members=int(n_members),
+        crps=crps,
+        pit_dispersion=disp,
+        pit_bias=bias,
+        pit_counts=counts,
+        energy=energy,
+    )
     if reference is not None:
         rc, re, rd, _, _ = run(reference, seed + 100)
         result.crps_reference, result.energy_reference, result.pit_dispersion_reference = rc, re, rd

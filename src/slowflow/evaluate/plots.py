@@ -65,9 +65,22 @@ def mean_std(ensembles: dict, dt, names=None):
         color = COLORS.get(label.split()[0], f"C{k}")
         for i in range(d):
             ax = axes[0, i]
-            ax.plot(t, mean[:, i], color=color, lw=1.6, ls="-" if k == 0 else "--", label=f"{label} mean")
-            ax.fill_between(t, mean[:, i] - std[:, i], mean[:, i] + std[:, i], color=color,
-                            alpha=0.15, label=f"{label} +-1 std")
+            ax.plot(
+                t,
+                mean[:, i],
+                color=color,
+                lw=1.6,
+                ls="-" if k == 0 else "--",
+                label=f"{label} mean",
+            )
+            ax.fill_between(
+                t,
+                mean[:, i] - std[:, i],
+                mean[:, i] + std[:, i],
+                color=color,
+                alpha=0.15,
+                label=f"{label} +-1 std",
+            )
     for i in range(d):
         axes[0, i].set_xlabel("time t")
         axes[0, i].set_ylabel(names[i])
@@ -93,8 +106,15 @@ def histograms(ensembles: dict, dt, times, names=None, bins=60):
             ax = axes[i, c]
             for j, (label, e) in enumerate(ensembles.items()):
                 color = COLORS.get(label.split()[0], f"C{j}")
-                ax.hist(e[:, k, i], bins=edges, density=True, histtype="step", lw=1.5,
-                        color=color, label=label)
+                ax.hist(
+                    e[:, k, i],
+                    bins=edges,
+                    density=True,
+                    histtype="step",
+                    lw=1.5,
+                    color=color,
+                    label=label,
+                )
             ax.set_title(f"{names[i]} at t = {t:g}")
             ax.set_xlabel(names[i])
             ax.set_ylabel("density")
@@ -153,16 +173,27 @@ def drift_diffusion(dd, reference=None, names=None, data_stats=None):
     diag = np.stack([dd.diffusion[:, i, i] for i in range(d)], 1)
     diag_se = np.stack([dd.diffusion_se[:, i, i] for i in range(d)], 1)
     for i in range(d):
-        for row, (val, se, what) in enumerate(((dd.drift, dd.drift_se, "drift"),
-                                               (diag, diag_se, "diffusion (variance rate)"))):
+        for row, (val, se, what) in enumerate(
+            ((dd.drift, dd.drift_se, "drift"), (diag, diag_se, "diffusion (variance rate)"))
+        ):
             ax = axes[row, i]
             ax.plot(x[order], val[order, i], color=COLORS["model"], label="learned map")
-            ax.fill_between(x[order], (val - 2 * se)[order, i], (val + 2 * se)[order, i],
-                            color=COLORS["model"], alpha=0.2)
+            ax.fill_between(
+                x[order],
+                (val - 2 * se)[order, i],
+                (val + 2 * se)[order, i],
+                color=COLORS["model"],
+                alpha=0.2,
+            )
             if reference is not None:
                 ref = reference(dd.x)[row]
-                ax.plot(x[order], ref[order, i], color=COLORS["averaged"], ls="--",
-                        label="averaged equation")
+                ax.plot(
+                    x[order],
+                    ref[order, i],
+                    color=COLORS["averaged"],
+                    ls="--",
+                    label="averaged equation",
+                )
             if data_stats is not None:
                 centers, drift_b, diff_b = data_stats
                 vals = drift_b if row == 0 else diff_b
@@ -204,8 +235,13 @@ def calibration(leads, scores: dict, pit_hists: dict | None = None, score_name="
         ax = axes[0, j + 1]
         counts = np.asarray(counts, dtype=float)
         nb = len(counts)
-        ax.bar((np.arange(nb) + 0.5) / nb, counts / counts.sum() * nb, width=1 / nb,
-               edgecolor="k", alpha=0.7)
+        ax.bar(
+            (np.arange(nb) + 0.5) / nb,
+            counts / counts.sum() * nb,
+            width=1 / nb,
+            edgecolor="k",
+            alpha=0.7,
+        )
         ax.axhline(1.0, color="k", lw=1)
         ax.set_xlabel("PIT value")
         ax.set_ylabel("density (1 = calibrated)")

@@ -82,10 +82,14 @@ def _zuko_flow(cfg: ModelConfig, dim: int) -> zuko.flows.Flow | None:
     layers = []
     for i in range(cfg.transforms):
         mask = (torch.arange(dim) % 2 == (i % 2)) if dim > 1 else None
-        layers.append(zuko.flows.GeneralCouplingTransform(
-            dim, dim, mask=mask, univariate=spline, shapes=shapes, **kw))
+        layers.append(
+            zuko.flows.GeneralCouplingTransform(
+                dim, dim, mask=mask, univariate=spline, shapes=shapes, **kw
+            )
+        )
     base = zuko.flows.UnconditionalDistribution(
-        zuko.distributions.DiagNormal, torch.zeros(dim), torch.ones(dim), buffer=True)
+        zuko.distributions.DiagNormal, torch.zeros(dim), torch.ones(dim), buffer=True
+    )
     return zuko.flows.Flow(layers, base)
 
 
@@ -106,6 +110,9 @@ class FlowMap(nn.Module):
         self.register_buffer("x_std", torch.ones(dim))
         self.register_buffer("d_mean", torch.zeros(dim))
         self.register_buffer("d_std", torch.ones(dim))
+        # range of the training data, to report rollouts that leave it (set by fit)
+        self.register_buffer("x_lo", torch.full((dim,), -math.inf))
+        self.register_buffer("x_hi", torch.full((dim,), math.inf))
         self.flow = _zuko_flow(config, self.dim)
         self.affine = None
         if config.parametrization == "increment":
@@ -118,8 +125,12 @@ class FlowMap(nn.Module):
 
     def set_statistics(self, x_mean, x_std, d_mean, d_std) -> None:
         """Store standardization statistics (tensors or arrays of shape (dim,))."""
-        for name, value in (("x_mean", x_mean), ("x_std", x_std), ("d_mean", d_mean),
-                            ("d_std", d_std)):
+        for name, value in (
+            ("x_mean", x_mean),
+            ("x_std", x_std),
+            ("d_mean", d_mean),
+            ("d_std", d_std),
+        ):
             getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float32))
 
     def context(self, x: Tensor) -> Tensor:
@@ -167,8 +178,11 @@ def _identity_init(flow: nn.Module) -> None:
     then starts as the conditional Gaussian of its affine stage."""
     for module in flow.modules():
         hyper = getattr(module, "hyper", None)
-        linears = [m for m in hyper.modules() if isinstance(m, (nn.Linear, zuko.nn.Linear))] \
-            if isinstance(hyper, nn.Module) else []
+        linears = (
+            [m for m in hyper.modules() if isinstance(m, (nn.Linear, zuko.nn.Linear))]
+            if isinstance(hyper, nn.Module)
+            else []
+        )
         if not linears:
             continue
         last = linears[-1]

@@ -35,8 +35,13 @@ def _registry() -> dict[str, System]:
 def list_systems() -> list[System]:
     """The registered systems, the paper's examples first (by alias), then the others."""
     systems = list(_registry().values())
-    return sorted(systems, key=lambda s: (not s.aliases or not s.aliases[0].startswith("ex"),
-                                          s.aliases[0] if s.aliases else s.name))
+    return sorted(
+        systems,
+        key=lambda s: (
+            not s.aliases or not s.aliases[0].startswith("ex"),
+            s.aliases[0] if s.aliases else s.name,
+        ),
+    )
 
 
 def get_system(name: str) -> System:

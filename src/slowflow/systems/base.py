@@ -115,7 +115,9 @@ class System:
         if len(self.train_box) != d:
             raise ValueError(f"system {self.name}: train_box has {len(self.train_box)} rows, d={d}")
         if len(self.x0) != self.slow_dim:
-            raise ValueError(f"system {self.name}: x0 has {len(self.x0)} entries, l={self.slow_dim}")
+            raise ValueError(
+                f"system {self.name}: x0 has {len(self.x0)} entries, l={self.slow_dim}"
+            )
         if self.fast_dim > 0 and self.fast_sampler is None:
             raise ValueError(f"system {self.name}: a multiscale system needs a fast_sampler")
 
