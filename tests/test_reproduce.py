@@ -46,8 +46,15 @@ def test_evaluate_command_writes_metrics(tmp_path):
         save_trajectories(_ensemble(rng, 2000, shift), tmp_path / f"{name}.npz")
     for pred, lo, hi in (("same", 0.5, 2.0), ("off", 10.0, np.inf)):
         out = tmp_path / f"eval_{pred}"
-        args = ["evaluate", str(tmp_path / f"{pred}.npz"), str(tmp_path / "a.npz"), "--ref-b",
-                str(tmp_path / "b.npz"), "--out", str(out)]
+        args = [
+            "evaluate",
+            str(tmp_path / f"{pred}.npz"),
+            str(tmp_path / "a.npz"),
+            "--ref-b",
+            str(tmp_path / "b.npz"),
+            "--out",
+            str(out),
+        ]
         assert main(args) == 0
         metrics = json.loads((out / "metrics.json").read_text())
         assert lo < metrics["w1"]["ratio_time_avg"][0] < hi
@@ -58,8 +65,18 @@ def test_evaluate_shape_mismatch_is_a_clear_error(tmp_path, capsys):
     rng = np.random.default_rng(1)
     save_trajectories(_ensemble(rng, 50), tmp_path / "a.npz")
     save_trajectories(Trajectories(x=rng.normal(size=(50, 11, 1)), dt=0.1), tmp_path / "p.npz")
-    assert main(["evaluate", str(tmp_path / "p.npz"), str(tmp_path / "a.npz"), "--out",
-                 str(tmp_path / "e")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "p.npz"),
+                str(tmp_path / "a.npz"),
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("slowflow: error:") and "does not match" in err
     assert not (tmp_path / "e" / "metrics.json").exists()

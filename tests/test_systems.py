@@ -10,8 +10,13 @@ import pytest
 from slowflow.errors import ConfigError
 from slowflow.systems import get_system, list_systems
 
-PAPER = {"ex4.1": "skew_product", "ex4.2": "exp_ou", "ex4.3": "triad", "ex4.4": "nonlinear3d",
-         "ex4.5": "oscillator"}
+PAPER = {
+    "ex4.1": "skew_product",
+    "ex4.2": "exp_ou",
+    "ex4.3": "triad",
+    "ex4.4": "nonlinear3d",
+    "ex4.5": "oscillator",
+}
 
 
 def test_seven_systems_with_aliases():
@@ -64,8 +69,7 @@ def test_triad_stationary_covariance_solves_lyapunov():
         a = np.array([[-1 / eps**2, x / eps], [x / eps, -2 / eps**2]])
         q = np.eye(2) * (sigma / eps) ** 2
         np.testing.assert_allclose(a @ cov + cov @ a.T + q, 0, atol=1e-9 * np.abs(q).max())
-    np.testing.assert_allclose(np.diag(stationary_cov(np.array([0.0]), eps, sigma)[0]),
-                               [0.5, 0.25])
+    np.testing.assert_allclose(np.diag(stationary_cov(np.array([0.0]), eps, sigma)[0]), [0.5, 0.25])
 
 
 @pytest.mark.parametrize("name", ["skew_product", "exp_ou", "nonlinear3d", "oscillator"])
@@ -74,8 +78,12 @@ def test_fast_sampler_moments(name):
     system = get_system(name)
     x = np.tile(np.asarray(system.x0), (40_000, 1))
     y = system.sample_fast(x, np.random.default_rng(1))
-    expected = {"skew_product": (0.0, math.sqrt(2.4)), "exp_ou": (math.exp(-1.1), 1.0),
-                "nonlinear3d": (0.375, 0.1), "oscillator": (2.0, 0.1)}[name]
+    expected = {
+        "skew_product": (0.0, math.sqrt(2.4)),
+        "exp_ou": (math.exp(-1.1), 1.0),
+        "nonlinear3d": (0.375, 0.1),
+        "oscillator": (2.0, 0.1),
+    }[name]
     se = expected[1] / math.sqrt(len(y))
     assert abs(y.mean() - expected[0]) < 5 * se
     assert abs(y.std() - expected[1]) < 5 * expected[1] / math.sqrt(2 * len(y))

@@ -184,13 +184,25 @@ def cmd_drift(args) -> int:
             if model.dim > 1
             else np.array(_floats(args.x)).reshape(-1, 1)
         )
-    else:
-        lo = model.x_lo.numpy() if hasattr(model, "x_lo") else -np.ones(model.dim)
-        hi = model.x_hi.numpy() if hasattr(model, "x_hi") else np.ones(model.dim)
-        if model.dim == 1:
-            pts = np.linspace(lo[0], hi[0], args.n_points).reshape(-1, 1)
-        else:
-            pts = np.stack([np.linspace(lo[i], hi[i], args.n_points) for i in range(model.dim)], 1)
+    data_stats = None
+    if args.data is not None:
+        from .data import check_dim, load_trajectories, make_pairs
+        from .rollout import binned_increment_stats
+
+        data = load_trajectories(args.data, dt=float(model.dt))
+        check_dim(data, model.dim, str(args.data))
+        x0, x1 = make_pairs(data)
+        edges = np.quantile(x0[:, 0], np.linspace(0.0, 1.0, args.n_points + 1))
+        centers, mean, std, counts = binned_increment_stats(x0, x1, edges)
+        ok = counts >= 2
+        data_stats = (mean[ok] / data.dt, std[ok] ** 2 / data.dt)
+        if args.x is None:
+            pts = centers[ok]
+    if args.x is None and data_stats is None:
+        lo, hi = model.x_lo.numpy(), model.x_hi.numpy()
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            lo, hi = -np.ones(model.dim), np.ones(model.dim)
+        pts = np.stack([np.linspace(lo[i], hi[i], args.n_points) for i in range(model.dim)], 1)
     dd = drift_diffusion(model, pts, n_samples=args.n_samples, seed=args.seed)
     if args.out:
         from ._io import atomic_write
@@ -207,7 +219,15 @@ def cmd_drift(args) -> int:
             )
         print(f"wrote {args.out}")
     else:
-        print("x | drift (+-se) | diffusion diag (+-se)")
+        head = "x | drift (+-se) | diffusion diag (+-se)"
+        print(
+            head
+            + (
+                " | data: drift | data: diffusion diag"
+                if data_stats is not None and args.x is None
+                else ""
+            )
+        )
         for i in range(len(dd.x)):
             xs = ",".join(f"{v:.4g}" for v in dd.x[i])
             a = ",".join(f"{v:.4g}+-{e:.2g}" for v, e in zip(dd.drift[i], dd.drift_se[i]))
@@ -215,7 +235,11 @@ def cmd_drift(args) -> int:
                 f"{dd.diffusion[i, j, j]:.4g}+-{dd.diffusion_se[i, j, j]:.2g}"
                 for j in range(model.dim)
             )
-            print(f"{xs} | {a} | {b}")
+            row = f"{xs} | {a} | {b}"
+            if data_stats is not None and args.x is None:
+                row += " | " + ",".join(f"{v:.4g}" for v in data_stats[0][i])
+                row += " | " + ",".join(f"{v:.4g}" for v in data_stats[1][i])
+            print(row)
     return 0
 
 
@@ -305,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--x", default=None, help="points, e.g. 0,0.5,1 (d=1) or 1,1,0,0 (d=2 pairs)")
     s.add_argument("--n-points", type=int, default=11, help="grid points over the data range")
+    s.add_argument(
+        "--data",
+        default=None,
+        help="trajectory file: compare with the data's binned increment statistics "
+        "(points at the bins' centres of the first component)",
+    )
     s.add_argument("--n-samples", type=int, default=20_000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=None, help="write an .npz instead of printing")

@@ -120,6 +120,19 @@ def _key(system: System) -> tuple:
     return key
 
 
+def _torch_threads(restore: int | None = None) -> int | None:
+    """Read (or restore) torch's intra-op thread count: numba's threading layer resets it,
+    which would undo a user's ``torch.set_num_threads``."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    if restore is not None:
+        torch.set_num_threads(restore)
+    return torch.get_num_threads()
+
+
 def path_seeds(seed: int, n: int) -> np.ndarray:
     """Per-path generator states (n, 4) uint64 derived from ``SeedSequence(seed)``."""
     state = np.random.SeedSequence(int(seed)).generate_state(4 * n, np.uint64).reshape(n, 4)
@@ -195,6 +208,7 @@ def simulate_paths(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, unit="path", desc=f"simulate {system.name}", leave=False)
+    torch_threads = _torch_threads()
     try:
         for start in range(0, n, batch):
             stop = min(n, start + batch)
@@ -204,6 +218,7 @@ def simulate_paths(
     finally:
         if bar is not None:
             bar.close()
+        _torch_threads(torch_threads)
     bad = ~np.isfinite(out).all(axis=(1, 2))
     if bad.any():
         import warnings

@@ -7,8 +7,10 @@ slowflow model is refused with a one-line :class:`~slowflow.errors.ModelFileErro
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -34,9 +36,17 @@ def model_payload(model: FlowMap, meta: dict | None = None) -> dict:
         "dt": float(model.dt),
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "history": getattr(model, "history", {}) or {},
-        "meta": meta or getattr(model, "meta", {}) or {},
+        "history": _plain(getattr(model, "history", {}) or {}),
+        "meta": _plain(meta or getattr(model, "meta", {}) or {}),
     }
+
+
+def _plain(obj):
+    """JSON-native copy (numpy scalars and arrays become numbers and lists), so that the
+    file loads with ``weights_only=True``."""
+    from ..data import _json_default
+
+    return json.loads(json.dumps(obj, default=_json_default))
 
 
 def save_model(model: FlowMap, path: str | os.PathLike, meta: dict | None = None) -> Path:
@@ -58,10 +68,16 @@ def _read(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc)
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found:
+            raise ModelFileError(
+                f"{path}: refused to load: the file asks to import {found.group(1)}, which a "
+                "model file never needs; slowflow never unpickles arbitrary objects"
+            ) from None
         raise ModelFileError(
-            f"{path}: refused to load: the file holds objects other than weights and plain data "
-            f"({first[:120]}); slowflow never unpickles arbitrary objects"
+            f"{path}: not a slowflow model file (corrupted or another format): "
+            f"{' '.join(text.split())[-100:]}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
@@ -71,7 +87,11 @@ def _read(path: Path) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a slowflow model file (no '{FORMAT}' format marker)")
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or version < 1:
+        raise ModelFileError(
+            f"{path}: model file has a missing or invalid format_version {version!r}"
+        )
+    if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path}: model file format {version!r} is newer than this slowflow "
             f"({__version__}, format {FORMAT_VERSION}); upgrade slowflow"
@@ -91,7 +111,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> F
         model = FlowMap(int(payload["dim"]), config, float(payload["dt"]))
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:  # noqa: BLE001 - any mismatch means the file is unusable
-        msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        msg = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise ModelFileError(f"{path}: model file does not match its config: {msg}") from None
     model.history = payload.get("history", {})
     model.meta = payload.get("meta", {})
