@@ -10,6 +10,7 @@ import argparse
 import shlex
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -349,9 +350,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"slowflow: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.debug:
+        warnings.showwarning = _show_warning
     if args.command is None:
         parser.print_help()
         return 2

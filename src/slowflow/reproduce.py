@@ -242,7 +242,13 @@ def reproduce_example(
     times = [
         t for t in (system.plot_times or (system.t_end,)) if t <= (cfg.horizon or system.t_end)
     ]
+    import shlex
+    import sys
+
     results: dict = {
+        "command": " ".join(shlex.quote(a) for a in ["slowflow", *sys.argv[1:]])
+        if Path(sys.argv[0]).name in ("slowflow", "__main__.py")
+        else None,
         "system": system.name,
         "aliases": list(system.aliases),
         "params": dict(system.params),
@@ -421,12 +427,25 @@ def write_report(results: dict, path: Path) -> None:
         Path(tmp).write_text("\n".join(lines))
 
 
-def reproduce(examples, out, quick: bool = False, models=None, seed: int = 0) -> list[dict]:
-    """Reproduce several examples (``"all"`` = the paper's five); writes ``OUT/report.md``."""
+def reproduce(
+    examples, out, quick: bool = False, models=None, seed: int = 0, max_minutes: float | None = None
+) -> list[dict]:
+    """Reproduce several examples (``"all"`` = the paper's five); writes ``OUT/report.md``.
+
+    ``max_minutes`` overrides the training budget per model (default 2.5, quick 0.5)."""
     if isinstance(examples, str):
         examples = PAPER_EXAMPLES if examples == "all" else (examples,)
     base = QUICK if quick else ReproduceConfig()
-    cfg = replace(base, seed=seed, **({"models": tuple(models)} if models else {}))
+    changes: dict = {"seed": seed}
+    if models:
+        changes["models"] = tuple(models)
+    if max_minutes is not None:
+        if not max_minutes > 0:
+            raise ConfigError(f"max_minutes must be positive, got {max_minutes}")
+        changes["max_minutes"] = float(max_minutes)
+    cfg = replace(base, **changes)
+    for ex in examples:
+        get_system(ex)
     out = Path(out)
     t0 = time.perf_counter()
     all_results = [reproduce_example(ex, out, cfg) for ex in examples]

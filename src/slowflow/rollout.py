@@ -49,6 +49,26 @@ def check_x0(model: FlowMap, x0, n_paths: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(x0)
 
 
+def _warn_outside(model: FlowMap, starts: np.ndarray) -> None:
+    """Warn when starts lie outside the training data's range by more than half its width:
+    the map has seen no data there and extrapolates."""
+    lo = model.x_lo.detach().cpu().numpy().astype(float)
+    hi = model.x_hi.detach().cpu().numpy().astype(float)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        return
+    margin = 0.5 * (hi - lo)
+    far = ((starts < lo - margin) | (starts > hi + margin)).any(axis=1)
+    if far.any():
+        first = starts[np.flatnonzero(far)[0]]
+        warnings.warn(
+            f"{int(far.sum())} start(s) (e.g. x0={np.round(first, 4).tolist()}) lie far outside "
+            f"the training data's range {np.round(lo, 4).tolist()}..{np.round(hi, 4).tolist()}; "
+            "the learned map extrapolates there",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 @dataclass
 class RolloutSummary:
     """What happened in a rollout: non-finite paths and excursions beyond the training range."""
@@ -110,6 +130,7 @@ def simulate(
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
     starts = check_x0(model, x0, n_paths)
+    _warn_outside(model, starts)
     n, d = starts.shape
     n_steps = int(n_steps)
     device = next(iter(model.buffers())).device

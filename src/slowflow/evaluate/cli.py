@@ -82,7 +82,14 @@ def cmd_reproduce(args) -> int:
     from ..reproduce import reproduce
 
     models = [m.strip() for m in args.models.split(",")] if args.models else None
-    reproduce(args.example, args.out, quick=args.quick, models=models, seed=args.seed)
+    reproduce(
+        args.example,
+        args.out,
+        quick=args.quick,
+        models=models,
+        seed=args.seed,
+        max_minutes=args.max_minutes,
+    )
     print(f"wrote {Path(args.out) / 'report.md'}")
     return 0
 
@@ -127,4 +134,10 @@ def add_commands(sub) -> None:
         help="comma list: default, paper, maf, nsf, coupling, gaussian, averaged",
     )
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="training budget per model (default 2.5; 0.5 with --quick)",
+    )
     s.set_defaults(func=cmd_reproduce)

@@ -98,7 +98,7 @@ PRESETS: dict[str, ModelConfig] = {
     "coupling": ModelConfig(flow="coupling", transforms=3, hidden=(64, 64), bins=8),
     "gaussian": ModelConfig(flow="gaussian", transforms=0),
 }
-DEFAULT_PRESET = "nsf"
+DEFAULT_PRESET = "gaussian"
 
 
 def get_preset(name: str | None = None, **overrides) -> ModelConfig:

@@ -7,10 +7,12 @@ slowflow model is refused with a one-line :class:`~slowflow.errors.ModelFileErro
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -53,8 +55,10 @@ def save_model(model: FlowMap, path: str | os.PathLike, meta: dict | None = None
     """Write ``model`` (weights, config, standardization, Delta, d, version, history)."""
     path = Path(path)
     payload = model_payload(model, meta)
+    buffer = io.BytesIO()  # in memory, so the archive's inner name does not depend on the path
+    torch.save(payload, buffer)
     with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+        Path(tmp).write_bytes(buffer.getvalue())
     return path
 
 
@@ -66,18 +70,28 @@ def _read(path: Path) -> dict:
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path}: empty file, expected a slowflow model file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes about pickle protocols
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*\n\s*\n", text, re.S)
+        with open(path, "rb") as fh:
+            head = fh.read(2)
         if found:
             raise ModelFileError(
                 f"{path}: refused to load: the file asks to import {found.group(1)}, which a "
                 "model file never needs; slowflow never unpickles arbitrary objects"
             ) from None
+        if head[:1] == b"\x80" or head == b"PK":
+            reason = " ".join(detail.group(1).split())[:80] if detail else "unsupported content"
+            raise ModelFileError(
+                f"{path}: refused to load: a pickle that is not plain weights and data "
+                f"({reason}); slowflow never unpickles arbitrary objects"
+            ) from None
         raise ModelFileError(
-            f"{path}: not a slowflow model file (corrupted or another format): "
-            f"{' '.join(text.split())[-100:]}"
+            f"{path}: not a slowflow model file (corrupted or another format)"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
