@@ -299,11 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="model preset: default, paper, maf, nsf, coupling, gaussian",
     )
     s.add_argument("--dt", type=float, default=None, help="observation step if the file lacks it")
-    s.add_argument("--epochs", type=int, default=30)
+    s.add_argument("--epochs", type=int, default=40)
     s.add_argument("--batch-size", type=int, default=2048)
     s.add_argument("--lr", type=float, default=2e-3)
     s.add_argument("--schedule", default="cosine", help="cosine, constant or step_cyclic")
-    s.add_argument("--patience", type=int, default=8)
+    s.add_argument("--patience", type=int, default=20)
     s.add_argument(
         "--pairs-per-traj",
         type=int,

@@ -40,6 +40,7 @@ class ReproduceConfig:
     models: tuple[str, ...] = ("default", "averaged")
     epochs: int = 40
     max_minutes: float = 2.5
+    patience: int = 20
     calib_starts: int = 2000
     calib_members: int = 100
     calib_lead: int = 10
@@ -131,14 +132,16 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
         return pred.x, info
     if name == "km":
         return _km_stage(system, cfg, data, folder, t_end, n_steps, info)
-    tk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes")
+    tk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes", "patience")
     model_path = folder / f"model_{name}_{tk}.pt"
     if model_path.exists():
         _log(f"reuse model {name}: {model_path}")
         model = load_model(model_path)
     else:
         _log(f"train {name} (budget {cfg.max_minutes} min, up to {cfg.epochs} epochs)")
-        tcfg = TrainConfig(epochs=cfg.epochs, max_minutes=cfg.max_minutes, seed=cfg.seed)
+        tcfg = TrainConfig(
+            epochs=cfg.epochs, max_minutes=cfg.max_minutes, seed=cfg.seed, patience=cfg.patience
+        )
         model = fit(
             data["train"],
             None if name == "default" else name,
@@ -165,7 +168,7 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
     info["heldout_nll"] = evaluate_nll(
         model, torch.as_tensor(h0, dtype=torch.float32), torch.as_tensor(h1, dtype=torch.float32)
     )
-    pk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes", "n_pred")
+    pk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes", "patience", "n_pred")
     pred_path = folder / f"pred_{name}_T{t_end:g}_{pk}.npz"
     if pred_path.exists():
         _log(f"reuse rollout {name}: {pred_path}")

@@ -52,13 +52,13 @@ class TrainConfig:
     epochs or the wall-clock budget, so the learning rate has decayed when time is up.
     """
 
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 2048
     lr: float = 2e-3
     schedule: str = "cosine"
     weight_decay: float = 0.0
     val_fraction: float = 0.1
-    patience: int = 8
+    patience: int = 20
     clip_grad: float = 5.0
     max_minutes: float | None = None
     seed: int = 0

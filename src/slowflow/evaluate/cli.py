@@ -43,13 +43,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from ..data import load_trajectories
+    from ..data import check_dim, load_trajectories
     from ..model.io import load_model
     from . import calibration, plots
     from .report import write_json
 
     model = load_model(args.model)
     data = load_trajectories(args.data, dt=args.dt if args.dt else float(model.dt))
+    check_dim(data, model.dim, str(args.data))
     reference = calibration.system_sampler(args.system, data.dt) if args.system else None
     res = calibration.check_calibration(
         model,

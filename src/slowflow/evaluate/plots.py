@@ -17,6 +17,12 @@ import numpy as np  # noqa: E402
 from .._io import atomic_write  # noqa: E402
 
 COLORS = {"truth": "#1f77b4", "model": "#d62728", "averaged": "#2ca02c", "other": "#9467bd"}
+_OTHERS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+
+
+def _color(label: str, k: int) -> str:
+    """Fixed colours for truth/model/averaged, distinct ones for everything else."""
+    return COLORS.get(label.split()[0], _OTHERS[k % len(_OTHERS)])
 
 
 def _names(d: int, names=None) -> list[str]:
@@ -62,7 +68,7 @@ def mean_std(ensembles: dict, dt, names=None):
         t = np.arange(ens.shape[1]) * dt
         mean = np.nanmean(ens, axis=0)
         std = np.nanstd(ens, axis=0)
-        color = COLORS.get(label.split()[0], f"C{k}")
+        color = _color(label, k)
         for i in range(d):
             ax = axes[0, i]
             ax.plot(
@@ -105,7 +111,7 @@ def histograms(ensembles: dict, dt, times, names=None, bins=60):
             edges = np.linspace(lo, hi + 1e-12, bins + 1)
             ax = axes[i, c]
             for j, (label, e) in enumerate(ensembles.items()):
-                color = COLORS.get(label.split()[0], f"C{j}")
+                color = _color(label, j)
                 ax.hist(
                     e[:, k, i],
                     bins=edges,
@@ -127,7 +133,10 @@ def phase_portrait(pred, ref, n=20, seed=0, names=None):
     """x1-x2 phase portraits of a few paths, truth vs model (d >= 2)."""
     names = _names(ref.shape[2], names)
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    both = np.concatenate([ref[:, :, :2].reshape(-1, 2), pred[:, :, :2].reshape(-1, 2)])
+    both = both[np.isfinite(both).all(axis=1)]
+    lo, hi = np.quantile(both, 0.001, axis=0), np.quantile(both, 0.999, axis=0)
     for ax, (label, ens) in zip(axes, (("truth", ref), ("model", pred))):
         idx = rng.choice(ens.shape[0], min(n, ens.shape[0]), replace=False)
         for j in idx:
@@ -135,7 +144,9 @@ def phase_portrait(pred, ref, n=20, seed=0, names=None):
         ax.set_title(f"{label}: phase portrait ({len(idx)} paths)")
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
-        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        ax.set_aspect("equal", adjustable="box")
     fig.tight_layout()
     return fig
 

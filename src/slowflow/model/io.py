@@ -93,10 +93,13 @@ def _read(path: Path) -> dict:
         raise ModelFileError(
             f"{path}: not a slowflow model file (corrupted or another format)"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError):
+        hint = ""
+        if path.suffix.lower() in (".npz", ".npy", ".csv", ".mat"):
+            hint = "; it looks like a trajectory data file: pass a model written by 'slowflow fit'"
         raise ModelFileError(
-            f"{path}: not a readable slowflow model file (truncated or corrupted?): {first}"
+            f"{path}: not a readable slowflow model file (truncated, corrupted or another "
+            f"format){hint}"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a slowflow model file (no '{FORMAT}' format marker)")
