@@ -434,3 +434,35 @@ def test_property_pairs(case: tuple[list[np.ndarray], float]) -> None:
     expected1 = np.concatenate([t[1:] for t in trajs])
     np.testing.assert_array_equal(x0, expected0)
     np.testing.assert_array_equal(x1, expected1)
+
+
+def test_regression_fuzz_npz_unknown_compression_method(tmp_path):
+    """Found by the fuzz run: an archive whose central directory names an unknown
+    compression method made zipfile raise NotImplementedError through the reader."""
+    path = tmp_path / "odd.npz"
+    np.savez(path, x=np.zeros((2, 3, 1)), dt=0.1)
+    blob = bytearray(path.read_bytes())
+    at = blob.find(b"PK\x01\x02")
+    blob[at + 10 : at + 12] = (99).to_bytes(2, "little")
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DataError, match="odd.npz"):
+        load_trajectories(path)
+
+
+def test_regression_fuzz_mat_reader_crash_is_isolated(tmp_path, monkeypatch):
+    """Found by the fuzz run: scipy's MATLAB reader crashed the interpreter (segmentation
+    fault) on a corrupted file. The reader now runs in a child process; a crash there is
+    a one-line DataError here."""
+    import scipy.io
+
+    import slowflow.data as data_module
+
+    path = tmp_path / "crash.mat"
+    scipy.io.savemat(path, {"data": np.zeros((1, 4, 2))})
+    monkeypatch.setattr(
+        data_module, "_MAT_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+    )
+    with pytest.raises(
+        DataError, match="crash.mat: not a readable MATLAB file .the reader crashed"
+    ):
+        load_trajectories(path, dt=0.1)

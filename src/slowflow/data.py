@@ -375,7 +375,14 @@ def _npz_member(z: Any, key: str, src: str) -> np.ndarray:
                 "because loading them would require unpickling; store a numeric array"
             ) from None
         raise DataError(f"{src}: key {key!r} is corrupt ({_one_line(exc)})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except (
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         raise DataError(
             f"{src}: key {key!r} cannot be read; the archive is truncated or corrupt "
             f"({_one_line(exc)})"
@@ -394,7 +401,15 @@ def _load_npz(p: Path, src: str, dt: float | None) -> Trajectories:
         )
     try:
         z = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         raise DataError(f"{src}: truncated or corrupt .npz archive ({_one_line(exc)})") from None
     with z:
         keys = list(z.files)
@@ -476,15 +491,69 @@ def _load_npy(p: Path, src: str, dt: float | None) -> Trajectories:
     return Trajectories(x, dt, (), {"source": src})
 
 
+_MAT_CHILD = """
+import sys, numpy as np
+from scipy.io import loadmat
+try:
+    contents = loadmat(sys.argv[1])
+except NotImplementedError:
+    sys.exit(4)
+except Exception as exc:
+    print(" ".join(str(exc).split())[:200] or type(exc).__name__, file=sys.stderr)
+    sys.exit(3)
+if "data" in contents:
+    try:
+        np.save(sys.argv[2], np.asarray(contents["data"], dtype=float), allow_pickle=False)
+    except (TypeError, ValueError):
+        sys.exit(5)
+else:
+    print("\\n".join(k for k in contents if not k.startswith("__")))
+"""
+
+
+def _loadmat_isolated(p: Path, src: str) -> dict:
+    """Run scipy's MATLAB reader in a child process: on some corrupted files it crashes
+    the interpreter (a segmentation fault found by fuzzing), which must not take the
+    caller's process, and its work, down with it."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "data.npy"
+        run = subprocess.run(
+            [sys.executable, "-c", _MAT_CHILD, str(p), str(out)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if run.returncode == 4:
+            raise NotImplementedError
+        if run.returncode == 3:
+            raise DataError(f"{src}: not a readable MATLAB file ({run.stderr.strip()})")
+        if run.returncode == 5:
+            raise DataError(f"{src}: variable 'data' is not a numeric array")
+        if run.returncode != 0:
+            raise DataError(
+                f"{src}: not a readable MATLAB file (the reader crashed on it; "
+                "the file is corrupted or not a MATLAB v5/v7 file)"
+            )
+        if run.returncode == 0 and not out.exists():
+            return {name: None for name in run.stdout.split("\n") if name}
+        try:
+            return {"data": np.load(out, allow_pickle=False)}
+        except ValueError:
+            raise DataError(f"{src}: variable 'data' is not a numeric array") from None
+
+
 def _load_mat(p: Path, src: str, dt: float | None) -> Trajectories:
-    from scipy.io import loadmat
     from scipy.io.matlab import matfile_version
 
     v73 = f"{src}: is a MATLAB v7.3 (HDF5) file, which cannot be read; re-save it in MATLAB with save(..., '-v7') or convert it to .npz"
     try:
         if matfile_version(str(p))[0] == 2:
             raise DataError(v73)
-        contents = loadmat(str(p))
+        contents = _loadmat_isolated(p, src)
     except NotImplementedError:
         raise DataError(v73) from None
     except DataError:
