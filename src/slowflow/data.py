@@ -375,18 +375,16 @@ def _npz_member(z: Any, key: str, src: str) -> np.ndarray:
                 "because loading them would require unpickling; store a numeric array"
             ) from None
         raise DataError(f"{src}: key {key!r} is corrupt ({_one_line(exc)})") from None
-    except (
-        OSError,
-        EOFError,
-        zipfile.BadZipFile,
-        zlib.error,
-        NotImplementedError,
-        RuntimeError,
-    ) as exc:
+    except _ZIP_ERRORS as exc:
         raise DataError(
             f"{src}: key {key!r} cannot be read; the archive is truncated or corrupt "
             f"({_one_line(exc)})"
         ) from None
+
+
+# What zipfile and zlib raise on damaged archives (an unknown compression method is a
+# NotImplementedError, found by fuzzing).
+_ZIP_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
 
 
 def _load_npz(p: Path, src: str, dt: float | None) -> Trajectories:
@@ -401,15 +399,7 @@ def _load_npz(p: Path, src: str, dt: float | None) -> Trajectories:
         )
     try:
         z = np.load(p, allow_pickle=False)
-    except (
-        ValueError,
-        OSError,
-        EOFError,
-        zipfile.BadZipFile,
-        zlib.error,
-        NotImplementedError,
-        RuntimeError,
-    ) as exc:
+    except (ValueError, *_ZIP_ERRORS) as exc:
         raise DataError(f"{src}: truncated or corrupt .npz archive ({_one_line(exc)})") from None
     with z:
         keys = list(z.files)
