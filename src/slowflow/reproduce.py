@@ -341,7 +341,6 @@ def reproduce_example(
         preds[name] = pred
         results["models"][name] = entry
         if name == cfg.models[0]:
-            extra = {}
             figs += [
                 str(p)
                 for p in figures_for(
@@ -352,7 +351,6 @@ def reproduce_example(
                     folder,
                     floor=ev.get("_floor_series"),
                     w1=ev.get("_w1_series"),
-                    extra=extra,
                 )
             ]
     if len(preds) > 1:

@@ -275,19 +275,23 @@ def simulate_bursts(
         raise ConfigError(f"box must have shape ({system.dim}, 2), got {box.shape}")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
     s0 = rng.uniform(box[:, 0], box[:, 1], size=(n_traj, system.dim))
+    return _observe(system, s0, n_steps, dt_obs, substeps, seed, keep_fast, progress, kind="bursts")
+
+
+def _observe(system, s0, n_steps, dt_obs, substeps, seed, keep_fast, progress, **meta):
+    """Simulate from full states ``s0`` and wrap the observations with their provenance."""
     t0 = time.perf_counter()
     x = simulate_paths(
         system, s0, n_steps, dt_obs, substeps, seed, "all" if keep_fast else "slow", progress
     )
     meta = _meta(
         system,
-        kind="bursts",
         seed=int(seed),
         substeps=substeps,
         seconds=round(time.perf_counter() - t0, 3),
+        **meta,
     )
-    names = _names(system, keep_fast)
-    return Trajectories(x=x, dt=dt_obs, names=names, meta=meta)
+    return Trajectories(x=x, dt=dt_obs, names=_names(system, keep_fast), meta=meta)
 
 
 def _names(system: System, keep_fast: bool) -> tuple[str, ...]:
@@ -337,16 +341,15 @@ def simulate_ensemble(
     n_steps, substeps = resolve_steps(t_end, dt_obs, substeps)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
     s0 = initial_states(system, x0, int(n_paths), rng)
-    t0 = time.perf_counter()
-    x = simulate_paths(
-        system, s0, n_steps, dt_obs, substeps, seed, "all" if keep_fast else "slow", progress
-    )
-    meta = _meta(
+    return _observe(
         system,
+        s0,
+        n_steps,
+        dt_obs,
+        substeps,
+        seed,
+        keep_fast,
+        progress,
         kind="ensemble",
-        seed=int(seed),
-        substeps=substeps,
         x0=[float(v) for v in np.ravel(x0)],
-        seconds=round(time.perf_counter() - t0, 3),
     )
-    return Trajectories(x=x, dt=dt_obs, names=_names(system, keep_fast), meta=meta)

@@ -392,21 +392,23 @@ def fit(
             if checkpoint is not None:
                 _write_checkpoint(
                     checkpoint,
-                    model,
-                    opt,
-                    model_config,
-                    cfg,
-                    history,
-                    best_val,
-                    best_state,
-                    best_epoch,
-                    epoch,
-                    step,
-                    elapsed,
-                    lr_factor,
-                    nan_events,
-                    gen,
-                    preset_name,
+                    {
+                        "model_config": model_config.to_dict(),
+                        "train_config": cfg.to_dict(),
+                        "preset": preset_name,
+                        "model": _state_to_cpu(model.state_dict()),
+                        "optimizer": opt.state_dict(),
+                        "history": copy.deepcopy(history),
+                        "best_val": float(best_val),
+                        "best_state": best_state,
+                        "best_epoch": int(best_epoch),
+                        "epoch": int(epoch),
+                        "step": int(step),
+                        "elapsed": float(elapsed),
+                        "lr_factor": float(lr_factor),
+                        "nan_events": int(nan_events),
+                        "generator": gen.get_state(),
+                    },
                 )
             if epochs_since_best >= cfg.patience:
                 stop_reason = f"early stopping: no validation improvement for {cfg.patience} epochs"
@@ -444,43 +446,9 @@ def fit(
 CHECKPOINT_FORMAT = "slowflow-checkpoint"
 
 
-def _write_checkpoint(
-    path,
-    model,
-    opt,
-    model_config,
-    cfg,
-    history,
-    best_val,
-    best_state,
-    best_epoch,
-    epoch,
-    step,
-    elapsed,
-    lr_factor,
-    nan_events,
-    gen,
-    preset,
-):
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "slowflow_version": __version__,
-        "model_config": model_config.to_dict(),
-        "train_config": cfg.to_dict(),
-        "preset": preset,
-        "model": _state_to_cpu(model.state_dict()),
-        "optimizer": opt.state_dict(),
-        "history": copy.deepcopy(history),
-        "best_val": float(best_val),
-        "best_state": best_state,
-        "best_epoch": int(best_epoch),
-        "epoch": int(epoch),
-        "step": int(step),
-        "elapsed": float(elapsed),
-        "lr_factor": float(lr_factor),
-        "nan_events": int(nan_events),
-        "generator": gen.get_state(),
-    }
+def _write_checkpoint(path, state: dict) -> None:
+    """Write the training state atomically, marked as a slowflow checkpoint."""
+    payload = {"format": CHECKPOINT_FORMAT, "slowflow_version": __version__, **state}
     with atomic_write(Path(path)) as tmp:
         torch.save(payload, tmp)
 
