@@ -3,7 +3,8 @@
 The public API (imported lazily, so ``import slowflow`` stays fast):
 
 * data: :class:`Trajectories`, :func:`load_trajectories`, :func:`save_trajectories`,
-  :func:`make_pairs`, :func:`split_by_trajectory`
+  :func:`make_pairs`, :func:`split_by_trajectory`; files larger than memory:
+  :class:`TrajectoryStore` (memory-mapped reading), :class:`TrajectoryWriter`
 * systems and ground truth: :func:`get_system`, :func:`list_systems`,
   :func:`simulate_bursts`, :func:`simulate_ensemble`
 * the learned map: :class:`ModelConfig`, :func:`get_preset`, :class:`TrainConfig`,
@@ -24,6 +25,8 @@ _API = {
     "save_trajectories": "slowflow.data",
     "make_pairs": "slowflow.data",
     "split_by_trajectory": "slowflow.data",
+    "TrajectoryStore": "slowflow.store",
+    "TrajectoryWriter": "slowflow.store",
     "get_system": "slowflow.systems",
     "list_systems": "slowflow.systems",
     "System": "slowflow.systems",

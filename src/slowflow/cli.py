@@ -7,6 +7,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -107,7 +108,11 @@ def cmd_fit(args) -> int:
         pairs_per_traj=args.pairs_per_traj,
         schedule=args.schedule,
         patience=args.patience,
+        stream=args.stream,
+        block_pairs=args.block_pairs,
     )
+    # under torchrun every process trains; rank 0 alone writes the model and checkpoints
+    lead = int(os.environ.get("RANK", "0") or 0) == 0
     checkpoint = Path(str(args.out) + ".ckpt")
     if args.resume and not checkpoint.exists():
         raise ConfigError(f"--resume: no checkpoint {checkpoint} (it is written while fitting)")
@@ -123,12 +128,14 @@ def cmd_fit(args) -> int:
             args.preset,
             cfg,
             dt=args.dt,
-            checkpoint=checkpoint,
+            checkpoint=checkpoint if lead else None,
             resume=checkpoint if args.resume else None,
             stop_flag=lambda: stop["flag"],
         )
     finally:
         signal.signal(signal.SIGTERM, old)
+    if not lead:
+        return 130 if "interrupted" in model.history["stop_reason"] else 0
     model.meta["command"] = _command_line()
     save_model(model, args.out)
     h = model.history
@@ -314,6 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    s.add_argument(
+        "--stream",
+        action="store_true",
+        help="read pairs from disk piece by piece (.npz saved uncompressed or .npy): "
+        "for files larger than memory",
+    )
+    s.add_argument(
+        "--block-pairs",
+        type=int,
+        default=1 << 20,
+        help="pairs per piece read from disk with --stream (default 1048576)",
+    )
     s.set_defaults(func=cmd_fit)
 
     s = sub.add_parser("predict", help="roll a model out into an ensemble of trajectories")

@@ -778,6 +778,13 @@ def make_pairs(
     return x[traj, start].reshape(-1, data.dim), x[traj, start + 1].reshape(-1, data.dim)
 
 
+def _split_indices(n_traj: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, validation) trajectory indices of :func:`split_by_trajectory`."""
+    n_val = min(max(round(val_fraction * n_traj), 1), n_traj - 1)
+    perm = np.random.default_rng(seed).permutation(n_traj)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
 def split_by_trajectory(
     data: Trajectories, val_fraction: float = 0.1, seed: int = 0
 ) -> tuple[Trajectories, Trajectories]:
@@ -814,9 +821,7 @@ def split_by_trajectory(
         train = Trajectories(data.x[:, :n_train], data.dt, data.names, data.meta)
         val = Trajectories(data.x[:, n_train:length], data.dt, data.names, data.meta)
         return part(train, "train", "time"), part(val, "val", "time")
-    n_val = min(max(round(val_fraction * data.n_traj), 1), data.n_traj - 1)
-    perm = np.random.default_rng(seed).permutation(data.n_traj)
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    train_idx, val_idx = _split_indices(data.n_traj, val_fraction, seed)
     return part(data.subset(train_idx), "train", "trajectory"), part(
         data.subset(val_idx), "val", "trajectory"
     )

@@ -22,7 +22,7 @@ import torch
 from . import __version__
 from ._io import atomic_write
 from .data import Trajectories, load_trajectories, make_pairs, split_by_trajectory
-from .errors import ConfigError, SlowflowError
+from .errors import ConfigError, DataError, SlowflowError
 from .model.config import ModelConfig, get_preset
 from .model.flowmap import FlowMap, build_model
 
@@ -48,6 +48,9 @@ class TrainConfig:
     afterwards the affine stage learns at ``affine_lr_after_warmup`` times the rate, so that
     fitting the flow's shape does not stir up the drift (long rollouts are sensitive to
     drift errors the likelihood hardly sees).
+    ``stream``: read a file path's pairs from disk piece by piece instead of loading it
+    (files larger than memory; see :mod:`slowflow.store`): pieces of about ``block_pairs``
+    pairs, ``shuffle_pieces`` of them loaded and mixed at a time.
     With ``max_minutes`` the cosine schedule runs on whichever is further along, the
     epochs or the wall-clock budget, so the learning rate has decayed when time is up.
     """
@@ -71,6 +74,9 @@ class TrainConfig:
     warmup_epochs: int = 5
     affine_lr_after_warmup: float = 0.1
     threads: int | None = None
+    stream: bool = False
+    block_pairs: int = 1 << 20
+    shuffle_pieces: int = 4
 
     def __post_init__(self) -> None:
         def positive(name, value, integer=True):
@@ -86,6 +92,8 @@ class TrainConfig:
         positive("clip_grad", self.clip_grad, integer=False)
         positive("affine_lr_after_warmup", self.affine_lr_after_warmup, integer=False)
         positive("max_val_pairs", self.max_val_pairs)
+        positive("block_pairs", self.block_pairs)
+        positive("shuffle_pieces", self.shuffle_pieces)
         if int(self.warmup_epochs) != self.warmup_epochs or self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
         if self.max_minutes is not None:
@@ -155,7 +163,8 @@ def _as_data(data, dt: float | None) -> Trajectories:
     if isinstance(data, (str, os.PathLike)):
         return load_trajectories(data, dt=dt)
     raise ConfigError(
-        f"data must be a Trajectories object or a file path, got {type(data).__name__}"
+        f"data must be a Trajectories object, a TrajectoryStore or a file path, "
+        f"got {type(data).__name__}"
     )
 
 
@@ -171,15 +180,19 @@ def _statistics(x0: np.ndarray, x1: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def evaluate_nll(model: FlowMap, x0: torch.Tensor, x1: torch.Tensor, batch: int = 65536) -> float:
-    """Mean negative log-likelihood (nats per pair) of pairs under ``model``."""
+def _nll_sum(model: FlowMap, x0: torch.Tensor, x1: torch.Tensor, batch: int = 65536) -> float:
     was_training = model.training
     model.eval()
     total = 0.0
     for i in range(0, x0.shape[0], batch):
         total += float(-model(x0[i : i + batch]).log_prob(x1[i : i + batch]).double().sum())
     model.train(was_training)
-    return total / max(1, x0.shape[0])
+    return total
+
+
+def evaluate_nll(model: FlowMap, x0: torch.Tensor, x1: torch.Tensor, batch: int = 65536) -> float:
+    """Mean negative log-likelihood (nats per pair) of pairs under ``model``."""
+    return _nll_sum(model, x0, x1, batch) / max(1, x0.shape[0])
 
 
 def _optimizer(model: FlowMap, cfg: TrainConfig, lr: float) -> torch.optim.Adam:
@@ -193,6 +206,225 @@ def _optimizer(model: FlowMap, cfg: TrainConfig, lr: float) -> torch.optim.Adam:
 
 def _state_to_cpu(state: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+# ------------------------------------------------------------------ data-parallel training
+@dataclass(frozen=True)
+class _Dist:
+    """This process's place in a data-parallel run (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def _init_distributed(cfg: TrainConfig) -> _Dist:
+    """Join the process group that ``torchrun`` describes in the environment.
+
+    Outside torchrun (no ``WORLD_SIZE`` > 1) training is single-process. The backend is
+    NCCL when the processes train on CUDA, gloo otherwise.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    owns = False
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available() and cfg.device != "cpu"
+        dist.init_process_group("nccl" if cuda else "gloo")
+        owns = True
+    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, owns)
+
+
+def _device(cfg: TrainConfig, dctx: _Dist) -> torch.device:
+    device = resolve_device(cfg.device)
+    if dctx.active and device.type == "cuda":
+        device = torch.device("cuda", dctx.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+class _PairNLL(torch.nn.Module):
+    """The training loss as a module, so DistributedDataParallel can wrap it (the model
+    itself returns a distribution, which DDP cannot inspect)."""
+
+    def __init__(self, model: FlowMap) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        return -self.model(x0).log_prob(x1).mean()
+
+
+def _all_reduce(values: list[float], device, dctx: _Dist, op: str = "sum") -> list[float]:
+    if not dctx.active:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+# -------------------------------------------------------------------------- batch sources
+class _MemoryBatches:
+    """Pairs held on the training device; each epoch a fresh permutation.
+
+    With ``world`` processes every global batch of ``bs`` pairs is cut into equal shares,
+    so the gradient DDP averages is the one-process gradient of the same batch.
+    """
+
+    def __init__(self, x0: np.ndarray, x1: np.ndarray, device) -> None:
+        self.tx0 = torch.as_tensor(x0, dtype=torch.float32, device=device)
+        self.tx1 = torch.as_tensor(x1, dtype=torch.float32, device=device)
+        self.device = device
+
+    def epoch(self, epoch: int, steps: int, bs: int, gen: torch.Generator, dctx: _Dist):
+        perm = torch.randperm(self.tx0.shape[0], generator=gen).to(self.device)
+        share = bs // dctx.world
+        for b in range(steps):
+            idx = perm[b * bs + dctx.rank * share : b * bs + (dctx.rank + 1) * share]
+            yield self.tx0[idx], self.tx1[idx]
+
+
+class _StreamBatches:
+    """Pairs read from a memory-mapped file piece by piece.
+
+    Each epoch visits the pieces in a new random order (seeded by seed and epoch, so a
+    resumed run reads what the uninterrupted one would); ``buffer`` pieces at a time are
+    loaded (the next group in a background thread while the current one trains), mixed,
+    and cut into batches. Memory: about two groups of pieces. With several processes each
+    takes every ``world``-th piece of the order; all take the same number of steps.
+    """
+
+    def __init__(self, store, pieces, seed: int, device, buffer: int) -> None:
+        self.store, self.pieces, self.seed = store, pieces, int(seed)
+        self.device, self.buffer = device, max(1, int(buffer))
+
+    def _load(self, idx) -> tuple[np.ndarray, np.ndarray]:
+        parts = [self.store.read_pairs(self.pieces[i]) for i in idx]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def epoch(self, epoch: int, steps: int, bs: int, gen, dctx: _Dist):
+        from concurrent.futures import ThreadPoolExecutor
+
+        share = bs // dctx.world
+        if len(self.pieces) < dctx.world:
+            raise ConfigError(
+                f"{len(self.pieces)} data piece(s) for {dctx.world} processes; lower "
+                "block_pairs so that every process gets at least one"
+            )
+        produced, rep = 0, 0
+        carry = (np.empty((0, self.store.dim)), np.empty((0, self.store.dim)))
+        with ThreadPoolExecutor(1) as pool:
+            while produced < steps:
+                rng = np.random.default_rng([self.seed, epoch, rep])
+                order = rng.permutation(len(self.pieces))[dctx.rank :: dctx.world]
+                groups = [order[g : g + self.buffer] for g in range(0, len(order), self.buffer)]
+                pending = pool.submit(self._load, groups[0])
+                got_any = False
+                for gi in range(len(groups)):
+                    x0, x1 = pending.result()
+                    if gi + 1 < len(groups):
+                        pending = pool.submit(self._load, groups[gi + 1])
+                    got_any = got_any or x0.shape[0] > 0
+                    x0 = np.concatenate([carry[0], x0])
+                    x1 = np.concatenate([carry[1], x1])
+                    perm = rng.permutation(x0.shape[0])
+                    nb = x0.shape[0] // share
+                    use = perm[: nb * share]
+                    t0 = torch.as_tensor(x0[use], dtype=torch.float32).to(self.device)
+                    t1 = torch.as_tensor(x1[use], dtype=torch.float32).to(self.device)
+                    carry = (x0[perm[nb * share :]], x1[perm[nb * share :]])
+                    for b in range(nb):
+                        yield t0[b * share : (b + 1) * share], t1[b * share : (b + 1) * share]
+                        produced += 1
+                        if produced >= steps:
+                            return
+                if not got_any:
+                    raise DataError(f"{self.store.path}: no training pairs for this process")
+                rep += 1
+
+
+@dataclass
+class _Prepared:
+    """What training needs from the data, however it is held."""
+
+    dim: int
+    dt: float
+    names: tuple
+    meta: dict
+    stats: dict
+    lo: np.ndarray
+    hi: np.ndarray
+    n_train: int
+    v0: np.ndarray
+    v1: np.ndarray
+    batches: object
+
+
+def _prepare_memory(data: Trajectories, cfg: TrainConfig, device) -> _Prepared:
+    train, val = split_by_trajectory(data, cfg.val_fraction, seed=cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    x0, x1 = make_pairs(train, cfg.pairs_per_traj, rng)
+    v0, v1 = make_pairs(val, None, rng)
+    if v0.shape[0] > cfg.max_val_pairs:
+        keep = rng.choice(v0.shape[0], cfg.max_val_pairs, replace=False)
+        v0, v1 = v0[keep], v1[keep]
+    return _Prepared(
+        data.dim,
+        data.dt,
+        tuple(data.names),
+        dict(data.meta or {}),
+        _statistics(x0, x1),
+        np.nanmin(data.x, axis=(0, 1)),
+        np.nanmax(data.x, axis=(0, 1)),
+        int(x0.shape[0]),
+        v0,
+        v1,
+        _MemoryBatches(x0, x1, device),
+    )
+
+
+def _prepare_stream(store, cfg: TrainConfig, device) -> _Prepared:
+    from .store import pair_statistics
+
+    if cfg.pairs_per_traj is not None:
+        raise ConfigError("pairs_per_traj is not available with streaming; it uses every pair")
+    train, val = store.split(cfg.val_fraction, cfg.seed, cfg.block_pairs)
+    rng = np.random.default_rng(cfg.seed)
+    v0s, v1s, have = [], [], 0
+    for i in rng.permutation(len(val)):
+        a, b = store.read_pairs(val[i])
+        v0s.append(a)
+        v1s.append(b)
+        have += a.shape[0]
+        if have >= cfg.max_val_pairs:
+            break
+    v0, v1 = np.concatenate(v0s), np.concatenate(v1s)
+    if v0.shape[0] > cfg.max_val_pairs:
+        keep = rng.choice(v0.shape[0], cfg.max_val_pairs, replace=False)
+        v0, v1 = v0[keep], v1[keep]
+    return _Prepared(
+        store.dim,
+        store.dt,
+        tuple(store.names),
+        dict(store.meta or {}),
+        pair_statistics(store, train),
+        store.lo,
+        store.hi,
+        store.pair_count(train),
+        v0,
+        v1,
+        _StreamBatches(store, train, cfg.seed, device, cfg.shuffle_pieces),
+    )
 
 
 def fit(
@@ -211,8 +443,10 @@ def fit(
 
     Parameters
     ----------
-    data : Trajectories or path
-        Slow-variable bursts ``(n_traj, n_obs, d)`` (any supported file format).
+    data : Trajectories, TrajectoryStore or path
+        Slow-variable bursts ``(n_traj, n_obs, d)`` (any supported file format). A
+        :class:`~slowflow.store.TrajectoryStore`, or a path with ``stream=True``, is read
+        from disk piece by piece (files larger than memory).
     model_config : ModelConfig, preset name or None
         Architecture (None: the default preset).
     train_config : TrainConfig or None
@@ -225,11 +459,18 @@ def fit(
     stop_flag : callable or None
         Polled between steps; returning True stops cleanly (used for SIGTERM).
 
+    Data-parallel training: started by ``torchrun`` (``WORLD_SIZE`` > 1 in the
+    environment), each process joins the process group, trains a
+    :class:`~torch.nn.parallel.DistributedDataParallel` replica on its share of every batch
+    (``batch_size`` stays the global batch), and rank 0 alone writes checkpoints.
+
     Returns
     -------
     FlowMap in eval mode holding the best validation weights, with ``history`` (per-epoch
     train/val NLL, learning rate, time, why training stopped) and ``meta``.
     """
+    from .store import TrajectoryStore
+
     if isinstance(model_config, str) or model_config is None:
         preset_name = model_config or "default"
         model_config = get_preset(model_config)
@@ -238,7 +479,6 @@ def fit(
     cfg = train_config or TrainConfig()
     if overrides:
         cfg = replace(cfg, **overrides)
-    data = _as_data(data, dt)
 
     resume_state = None
     if resume:
@@ -255,40 +495,99 @@ def fit(
 
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    device = resolve_device(cfg.device)
+    dctx = _init_distributed(cfg)
+    try:
+        return _fit(
+            data,
+            model_config,
+            preset_name,
+            cfg,
+            dctx,
+            dt,
+            checkpoint,
+            resume_state,
+            progress,
+            stop_flag,
+            TrajectoryStore,
+        )
+    finally:
+        if dctx.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _fit(
+    data,
+    model_config,
+    preset_name,
+    cfg,
+    dctx,
+    dt,
+    checkpoint,
+    resume_state,
+    progress,
+    stop_flag,
+    store_type,
+) -> FlowMap:
+    device = _device(cfg, dctx)
+    if dctx.world > cfg.batch_size:
+        raise ConfigError(f"batch_size {cfg.batch_size} is smaller than the {dctx.world} processes")
     torch.manual_seed(cfg.seed)
-    train, val = split_by_trajectory(data, cfg.val_fraction, seed=cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    x0, x1 = make_pairs(train, cfg.pairs_per_traj, rng)
-    v0, v1 = make_pairs(val, None, rng)
-    if v0.shape[0] > cfg.max_val_pairs:
-        keep = rng.choice(v0.shape[0], cfg.max_val_pairs, replace=False)
-        v0, v1 = v0[keep], v1[keep]
-    n_train = x0.shape[0]
-    model = build_model(model_config, data.dim, data.dt)
+    if isinstance(data, store_type):
+        prep = _prepare_stream(data, cfg, device)
+    elif cfg.stream:
+        if not isinstance(data, (str, os.PathLike)):
+            raise ConfigError("stream=True needs a file path or a TrajectoryStore")
+        prep = _prepare_stream(
+            store_type.open(data, dt=dt, block_pairs=cfg.block_pairs), cfg, device
+        )
+    else:
+        prep = _prepare_memory(_as_data(data, dt), cfg, device)
+    n_train = prep.n_train
+    model = build_model(model_config, prep.dim, prep.dt)
     if n_train < 20 * model.n_parameters() ** 0.5:
         warnings.warn(
             f"only {n_train} training pairs for a model with {model.n_parameters()} parameters; "
             "expect overfitting (early stopping on the validation trajectories limits it)",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    stats = _statistics(x0, x1)
-    model.set_statistics(**stats)
-    model.x_lo.copy_(torch.as_tensor(np.nanmin(data.x, axis=(0, 1))))
-    model.x_hi.copy_(torch.as_tensor(np.nanmax(data.x, axis=(0, 1))))
+    model.set_statistics(**prep.stats)
+    model.x_lo.copy_(torch.as_tensor(prep.lo))
+    model.x_hi.copy_(torch.as_tensor(prep.hi))
     model.to(device)
+    lead = dctx.rank == 0
 
-    tx0 = torch.as_tensor(x0, dtype=torch.float32, device=device)
-    tx1 = torch.as_tensor(x1, dtype=torch.float32, device=device)
-    tv0 = torch.as_tensor(v0, dtype=torch.float32, device=device)
-    tv1 = torch.as_tensor(v1, dtype=torch.float32, device=device)
+    # validation pairs: each process scores its share; the sums are added up
+    tv0 = torch.as_tensor(prep.v0[dctx.rank :: dctx.world], dtype=torch.float32, device=device)
+    tv1 = torch.as_tensor(prep.v1[dctx.rank :: dctx.world], dtype=torch.float32, device=device)
+    n_val = int(prep.v0.shape[0])
     bs = min(cfg.batch_size, n_train)
+    bs -= bs % dctx.world
     steps_per_epoch = max(1, n_train // bs)
     opt = _optimizer(model, cfg, cfg.lr)
     sched = _Schedule(cfg, steps_per_epoch)
     has_warmup = model.flow is not None and model.affine is not None and cfg.warmup_epochs > 0
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    loss_fn: torch.nn.Module = _PairNLL(model)
+    if dctx.active:
+        import inspect
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        # the statistics buffers are equal on every process: no need to sync them per step
+        no_sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            else {"broadcast_buffers": False}
+        )
+        loss_fn = DistributedDataParallel(
+            loss_fn,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=has_warmup,  # the flow sits idle during the warm-up
+            **no_sync,
+        )
 
     history: dict = {"epoch": [], "train_nll": [], "val_nll": [], "lr": [], "seconds": []}
     best_val, best_state, best_epoch = math.inf, _state_to_cpu(model.state_dict()), -1
@@ -307,7 +606,7 @@ def fit(
         nan_events = resume_state.get("nan_events", 0)
         gen.set_state(resume_state["generator"])
 
-    show = progress if progress is not None else True
+    show = (progress if progress is not None else True) and lead
     bar = None
     if show:
         from tqdm.auto import tqdm
@@ -317,18 +616,25 @@ def fit(
     stop_reason = "completed all epochs"
     epochs_since_best = 0 if best_epoch < 0 else (start_epoch - 1 - best_epoch)
     model.train()
+    params = list(model.parameters())
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            perm = torch.randperm(n_train, generator=gen).to(device)
             model.gaussian_only = (
                 epoch < cfg.warmup_epochs and model.flow is not None and model.affine is not None
             )
-            run_loss, run_n, bad = 0.0, 0, False
-            for b in range(steps_per_epoch):
-                idx = perm[b * bs : (b + 1) * bs]
+            # Loss sums and the non-finite flag stay on the device: no host sync per step.
+            run_loss = torch.zeros((), device=device)
+            nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+            after_warmup = epoch >= cfg.warmup_epochs
+            batches = prep.batches.epoch(epoch, steps_per_epoch, bs, gen, dctx)
+            for b, (xb0, xb1) in enumerate(batches):
                 if b % 16 == 0:
                     now = elapsed_before + time.perf_counter() - t_start
-                after_warmup = epoch >= cfg.warmup_epochs
+                    stop_now = stop_flag is not None and bool(stop_flag())
+                    if dctx.active:  # every process stops at the same step
+                        stop_now = _all_reduce([float(stop_now)], device, dctx, "max")[0] > 0
+                    if stop_now:
+                        raise KeyboardInterrupt
                 for group in opt.param_groups:
                     slow = cfg.affine_lr_after_warmup if group["name"] == "affine" else 1.0
                     group["lr"] = (
@@ -337,19 +643,17 @@ def fit(
                         * sched(step, now)
                         * (slow if after_warmup and has_warmup else 1.0)
                     )
-                loss = -model(tx0[idx]).log_prob(tx1[idx]).mean()
-                if not torch.isfinite(loss):
-                    bad = True
-                    break
+                loss = loss_fn(xb0, xb1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                # a non-finite loss anywhere makes the (averaged) gradient norm non-finite
+                # on every process, so all of them take the same decision below
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+                nonfinite |= ~torch.isfinite(norm)
                 opt.step()
                 step += 1
-                run_loss += float(loss.detach())
-                run_n += 1
-                if stop_flag is not None and stop_flag():
-                    raise KeyboardInterrupt
+                run_loss += loss.detach()
+            bad = bool(nonfinite)
             if bad:
                 nan_events += 1
                 model.load_state_dict(best_state)
@@ -361,16 +665,22 @@ def fit(
                     break
                 lr_factor *= 0.1
                 opt = _optimizer(model, cfg, cfg.lr * lr_factor)
-                warnings.warn(
-                    f"non-finite loss at epoch {epoch}: restored the best weights and "
-                    "lowered the learning rate 10x",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+                if lead:
+                    warnings.warn(
+                        f"non-finite loss at epoch {epoch}: restored the best weights and "
+                        "lowered the learning rate 10x",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
                 continue
-            val_nll = evaluate_nll(model, tv0, tv1)
-            train_nll = run_loss / max(1, run_n)
+            val_sum, train_sum = _all_reduce(
+                [_nll_sum(model, tv0, tv1), float(run_loss)], device, dctx
+            )
+            val_nll = val_sum / max(1, n_val)
+            train_nll = train_sum / dctx.world / max(1, steps_per_epoch)
             elapsed = elapsed_before + time.perf_counter() - t_start
+            if dctx.active:  # the budget is rank 0's clock
+                elapsed = _all_reduce([elapsed if lead else 0.0], device, dctx, "max")[0]
             history["epoch"].append(epoch)
             history["train_nll"].append(train_nll)
             history["val_nll"].append(val_nll)
@@ -389,7 +699,7 @@ def fit(
                     t=f"{elapsed:.0f}s",
                 )
                 bar.update(1)
-            if checkpoint is not None:
+            if checkpoint is not None and lead:
                 _write_checkpoint(
                     checkpoint,
                     {
@@ -429,16 +739,18 @@ def fit(
     history["best_val_nll"] = best_val
     history["train_seconds"] = elapsed_before + time.perf_counter() - t_start
     history["n_train_pairs"] = int(n_train)
-    history["n_val_pairs"] = int(v0.shape[0])
+    history["n_val_pairs"] = n_val
+    history["world_size"] = dctx.world
     model.history = history
     model.meta = {
         "slowflow_version": __version__,
         "preset": preset_name,
         "train_config": cfg.to_dict(),
-        "data_meta": dict(data.meta) if data.meta else {},
-        "names": list(data.names),
+        "data_meta": prep.meta,
+        "names": list(prep.names),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        "world_size": dctx.world,
     }
     return model
 
