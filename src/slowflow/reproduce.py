@@ -242,9 +242,10 @@ def reproduce_example(
     data = _system_data(system, cfg, folder)
     ref_a, ref_b = data["ref_a"].x, data["ref_b"].x
     dt = system.dt_obs
-    times = [
-        t for t in (system.plot_times or (system.t_end,)) if t <= (cfg.horizon or system.t_end)
-    ]
+    horizon = cfg.horizon or system.t_end
+    times = [t for t in (system.plot_times or (system.t_end,)) if t <= horizon]
+    if not times:  # a horizon shorter than every plot time of the paper: spread three
+        times = [round(horizon * f / dt) * dt for f in (0.25, 0.5, 1.0)]
     import shlex
     import sys
 
