@@ -144,6 +144,32 @@ def _memmap_npy(p: Path, src: str) -> np.memmap:
     return np.memmap(p, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
+def _reader(x: np.memmap):
+    """``read(r0, r1, t0, t1) -> float64 block`` for a memory-mapped array.
+
+    Contiguous ranges (whole trajectories, or a time window of one) are read with plain
+    file reads, not through the mapping: pages touched through a mapping count towards
+    the process's resident memory until the kernel needs them back, file reads only fill
+    the shared page cache. So reading a file larger than memory keeps the resident set
+    small.
+    """
+    _, n_obs, d = x.shape
+    item = x.dtype.itemsize
+    path, base = x.filename, x.offset
+
+    def read(r0: int, r1: int, t0: int, t1: int) -> np.ndarray:
+        if r1 - r0 == 1 or (t0 == 0 and t1 == n_obs):
+            start = ((r0 * n_obs + t0) * d) * item
+            count = (
+                ((r1 - r0 - 1) * n_obs + (t1 - t0)) * d if r1 - r0 == 1 else (r1 - r0) * n_obs * d
+            )
+            block = np.fromfile(path, dtype=x.dtype, count=count, offset=base + start)
+            return block.reshape(r1 - r0, t1 - t0, d).astype(np.float64, copy=False)
+        return np.asarray(x[r0:r1, t0:t1], dtype=np.float64)
+
+    return read
+
+
 class TrajectoryStore:
     """Read-only, memory-mapped trajectories ``(n_traj, n_obs, d)`` in a file.
 
@@ -154,6 +180,7 @@ class TrajectoryStore:
     def __init__(self, path, x, dt, names, meta, lengths, lo, hi) -> None:
         self.path, self.x, self.dt, self.names, self.meta = path, x, dt, names, meta
         self.lengths, self.lo, self.hi = lengths, lo, hi
+        self._read = _reader(x)
 
     n_traj = property(lambda self: int(self.x.shape[0]))
     n_obs = property(lambda self: int(self.x.shape[1]))
@@ -265,7 +292,7 @@ class TrajectoryStore:
     def read_pairs(self, piece: Piece) -> tuple[np.ndarray, np.ndarray]:
         """All valid consecutive pairs inside ``piece``, float64 ``(k, d)`` each."""
         r0, r1 = piece.rows
-        block = np.asarray(self.x[r0:r1, piece.t0 : piece.t1], dtype=np.float64)
+        block = self._read(r0, r1, piece.t0, piece.t1)
         ends = np.minimum(self.lengths[r0:r1], piece.t1) - piece.t0  # valid obs in the window
         valid = np.arange(block.shape[1] - 1) < (ends - 1)[:, None]
         return block[:, :-1][valid], block[:, 1:][valid]
@@ -298,6 +325,7 @@ class TrajectoryStore:
 def _scan(x: np.ndarray, src: str, block_pairs: int, progress: bool | None):
     """Check every value once, block by block; return lengths and the data range."""
     n, n_obs, d = x.shape
+    read = _reader(x)
     lengths = np.empty(n, dtype=np.int64)
     lo = np.full(d, np.inf)
     hi = np.full(d, -np.inf)
@@ -316,7 +344,7 @@ def _scan(x: np.ndarray, src: str, block_pairs: int, progress: bool | None):
             length = np.full(r1 - r0, n_obs, dtype=np.int64)
             for t0 in range(0, n_obs, t_step):
                 t1 = min(n_obs, t0 + t_step)
-                block = np.asarray(x[r0:r1, t0:t1], dtype=np.float64)
+                block = read(r0, r1, t0, t1)
                 if np.isinf(block).any():
                     i, k, j = np.argwhere(np.isinf(block))[0]
                     raise DataError(
@@ -480,4 +508,4 @@ class TrajectoryWriter:
 def iter_blocks(store: TrajectoryStore, rows_per_block: int) -> Iterator[np.ndarray]:
     """The store's trajectories as float64 blocks ``(k, n_obs, d)`` in order."""
     for r0 in range(0, store.n_traj, int(rows_per_block)):
-        yield np.asarray(store.x[r0 : r0 + int(rows_per_block)], dtype=np.float64)
+        yield store._read(r0, min(store.n_traj, r0 + int(rows_per_block)), 0, store.n_obs)
