@@ -61,17 +61,17 @@ def work(tmp_path_factory, torch_one_thread) -> Path:
     return d
 
 
-def test_systems_lists_all_seven(capsys):
-    """`systems` prints a header and 7 systems; the paper's examples carry aliases
+def test_systems_lists_all_eight(capsys):
+    """`systems` prints a header and 8 systems; the paper's examples carry aliases
     ex4.1..ex4.5 (exact text checks)."""
     rc, out, err = _run(capsys, "systems")
     assert rc == 0 and err == ""
     lines = out.strip().splitlines()
     assert lines[0].split()[:2] == ["name", "alias"]
     rows = lines[1:]
-    assert len(rows) == 7
+    assert len(rows) == 8
     names = {r.split()[0] for r in rows}
-    assert {"ou", "triad", "double_well"} <= names
+    assert {"ou", "triad", "double_well", "ring"} <= names
     aliases = {r.split()[1] for r in rows}
     assert {f"ex4.{i}" for i in range(1, 6)} <= aliases
 

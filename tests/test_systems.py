@@ -19,9 +19,9 @@ PAPER = {
 }
 
 
-def test_seven_systems_with_aliases():
+def test_registered_systems_with_aliases():
     names = {s.name for s in list_systems()}
-    assert names == set(PAPER.values()) | {"ou", "double_well"}
+    assert names == set(PAPER.values()) | {"ou", "double_well", "ring"}
     for alias, name in PAPER.items():
         assert get_system(alias).name == name
         assert get_system(alias.upper()).name == name
