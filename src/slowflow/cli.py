@@ -151,18 +151,32 @@ def cmd_fit(args) -> int:
 
 
 # ----------------------------------------------------------------------------- predict
-def cmd_predict(args) -> int:
-    from .data import Trajectories, save_trajectories
-    from .model.io import load_model
-    from .rollout import simulate
+#: Largest ensemble (as float64 paths) that ``predict`` builds in memory for .npz/.csv output;
+#: larger ensembles must go to .npy, which is streamed to disk chunk by chunk.
+IN_MEMORY_LIMIT_BYTES = 2 * 2**30
 
-    _check_out(args.out, (".npz", ".csv"))
+
+def _gb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def cmd_predict(args) -> int:
+    from .model.io import load_model
+
+    _check_out(args.out, (".npz", ".csv", ".npy"))
+    for name in ("every", "chunk_paths"):  # --steps and --n-paths: checked by the rollout
+        value = getattr(args, name)
+        if value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be a positive integer, got {value}")
+    if args.steps >= 1 and args.steps % args.every:
+        raise ConfigError(
+            f"--steps {args.steps} is not a multiple of --every {args.every}; the output keeps "
+            "steps 0, every, ..., steps"
+        )
     model = load_model(args.model, device=args.device if args.device != "auto" else "cpu")
     x0 = _floats(args.x0)
-    paths, summary = simulate(
-        model, np.array(x0), args.steps, args.n_paths, seed=args.seed, return_summary=True
-    )
-    names = tuple(model.meta.get("names") or [f"x{i + 1}" for i in range(model.dim)])
+    n_obs = args.steps // args.every + 1
     meta = {
         "kind": "prediction",
         "model": str(args.model),
@@ -171,7 +185,59 @@ def cmd_predict(args) -> int:
         "command": _command_line(),
         "slowflow_version": model.meta.get("slowflow_version"),
     }
-    save_trajectories(Trajectories(x=paths, dt=float(model.dt), names=names, meta=meta), args.out)
+    progress = True if args.progress else None
+    if Path(args.out).suffix.lower() == ".npy":
+        from .rollout import simulate_to_file
+
+        summary = simulate_to_file(
+            model,
+            np.array(x0),
+            args.steps,
+            args.out,
+            n_paths=args.n_paths,
+            seed=args.seed,
+            chunk_paths=args.chunk_paths,
+            every=args.every,
+            progress=progress,
+            meta=meta,
+        )
+        size = Path(args.out).stat().st_size
+        detail = f"{n_obs} observations every {args.every} steps, " if args.every > 1 else ""
+        msg = summary.message()
+        print(
+            f"wrote {args.out} and {args.out}.json: {args.n_paths} paths x {args.steps} steps "
+            f"({detail}float32, {_gb(size)}), d={model.dim}" + (f" (warning: {msg})" if msg else "")
+        )
+        return 0
+
+    from .data import Trajectories, save_trajectories
+    from .rollout import simulate
+
+    need = 8 * args.n_paths * (args.steps + 1) * model.dim
+    if need > IN_MEMORY_LIMIT_BYTES:
+        raise ConfigError(
+            f"--out {args.out}: {args.n_paths} paths x {args.steps + 1} observations x "
+            f"d={model.dim} take {_gb(need)} in memory, above the {_gb(IN_MEMORY_LIMIT_BYTES)} "
+            f"limit for {Path(args.out).suffix} output; write a .npy file instead (streamed to "
+            "disk in chunks, e.g. --out ensemble.npy)"
+        )
+    paths, summary = simulate(
+        model,
+        np.array(x0),
+        args.steps,
+        args.n_paths,
+        seed=args.seed,
+        batch_size=args.chunk_paths,
+        progress=progress,
+        return_summary=True,
+    )
+    if args.every > 1:
+        paths = paths[:, :: args.every]
+    names = tuple(model.meta.get("names") or [f"x{i + 1}" for i in range(model.dim)])
+    if args.every > 1:
+        meta["every"] = args.every
+    data = Trajectories(x=paths, dt=float(model.dt) * args.every, names=names, meta=meta)
+    save_trajectories(data, args.out)
     msg = summary.message()
     print(
         f"wrote {args.out}: {args.n_paths} paths x {args.steps} steps, d={model.dim}"
@@ -297,7 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-fast", action="store_true", help="also store the fast variables")
     s.set_defaults(func=cmd_simulate)
 
-    s = sub.add_parser("fit", help="learn the one-step map from trajectory data")
+    s = sub.add_parser(
+        "fit",
+        help="learn the one-step map from trajectory data",
+        epilog="Several processes or GPUs: torchrun --nproc-per-node N -m slowflow fit DATA "
+        "--out M.pt (DistributedDataParallel; --batch-size is the global batch; rank 0 "
+        "writes). Files larger than memory: --stream.",
+    )
     s.add_argument("data", help="trajectory file (.npz, .npy, .csv, .mat)")
     s.add_argument("--out", required=True, help="model file to write (.pt)")
     s.add_argument(
@@ -340,8 +412,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--x0", required=True, help="start, e.g. 1.5 or 1.5,1.0")
     s.add_argument("--steps", type=int, required=True)
     s.add_argument("--n-paths", type=int, default=10_000)
-    s.add_argument("--out", required=True, help="output file (.npz or .csv)")
+    s.add_argument(
+        "--out",
+        required=True,
+        help="output file: .npz or .csv (built in memory, up to 2 GiB of float64 paths), or "
+        ".npy (float32, streamed to disk chunk by chunk, any size; dt and provenance go to "
+        "OUT.json next to it)",
+    )
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--every", type=int, default=1, help="keep every k-th step (steps must be a multiple)"
+    )
+    s.add_argument(
+        "--chunk-paths",
+        type=int,
+        default=65_536,
+        help="paths rolled out together (memory ~ chunk-paths x kept steps x d x 4 bytes); "
+        "the paths depend on the seed and this number",
+    )
+    s.add_argument(
+        "--progress", action="store_true", help="always show a progress bar (default: large runs)"
+    )
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_predict)
 

@@ -7,7 +7,8 @@ Formats (chosen by the file extension, case-insensitive):
     trajectory. Key ``dt``: scalar step. Optional ``names`` (string array, length ``d``) and
     ``meta`` (a JSON object string). Read without pickle: object arrays are refused.
 ``.npy``
-    One array shaped like ``x``; ``dt`` must be passed.
+    One array shaped like ``x``; ``dt`` must be passed unless a sidecar ``<file>.npy.json``
+    (written by ``slowflow predict --out X.npy``) holds it, see :func:`npy_sidecar`.
 ``.csv``
     Long layout with a header: a trajectory id column (``traj``, ``trajectory`` or ``id``), a
     time column (``t`` or ``time``) and one column per slow variable. Time steps must be
@@ -476,9 +477,49 @@ def _load_npy(p: Path, src: str, dt: float | None) -> Trajectories:
     where = f"{src}: array"
     x = _to_3d(_as_numeric(arr, where), where)
     _validate_x(x, where)
+    side = npy_sidecar(p, arr.shape, dt)
+    if side is not None:
+        dt, names, meta = side["dt"], side["names"], {**side["meta"], "source": src}
+        return Trajectories(
+            x, dt, _check_names(names, x.shape[2], f"{src}.json: key 'names'"), meta
+        )
     if dt is None:
         raise DataError(f"{src}: a .npy file holds no time step; {_PASS_DT}")
     return Trajectories(x, dt, (), {"source": src})
+
+
+def npy_sidecar(path: str | Path, shape: tuple, dt: float | None = None) -> dict | None:
+    """The JSON file ``<file>.npy.json`` next to an ``.npy`` array, if there is one.
+
+    ``slowflow predict --out big.npy`` (:func:`slowflow.rollout.simulate_to_file`) writes it
+    with keys ``dt``, ``shape``, ``names`` and ``meta``. Returns those keys (``dt`` checked
+    against a given ``dt``, ``shape`` against the array's), or None without a sidecar.
+    """
+    p = Path(path)
+    side = p.with_name(p.name + ".json")
+    if not side.is_file():
+        return None
+    try:
+        info = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"{side}: cannot read this sidecar of {p.name} ({_one_line(exc)})"
+        ) from None
+    if not isinstance(info, dict) or "dt" not in info:
+        raise DataError(f"{side}: expected a JSON object with key 'dt' (the sidecar of {p.name})")
+    described = info.get("shape", list(shape))
+    if not isinstance(described, list) or described != list(shape):
+        raise DataError(
+            f"{side}: describes shape {described} but {p.name} holds {tuple(shape)}; "
+            "remove the outdated sidecar and pass dt (CLI: --dt)"
+        )
+    file_dt = _check_dt(info["dt"], f"{side}: key 'dt'")
+    if dt is not None and not math.isclose(file_dt, dt, rel_tol=1e-9):
+        raise DataError(
+            f"{side}: key 'dt' is {file_dt!r} but dt={dt!r} was given (CLI: --dt); they must agree"
+        )
+    meta = info.get("meta") if isinstance(info.get("meta"), dict) else {}
+    return {"dt": file_dt, "shape": tuple(shape), "names": info.get("names") or (), "meta": meta}
 
 
 _MAT_CHILD = """

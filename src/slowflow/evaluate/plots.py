@@ -59,15 +59,19 @@ def sample_paths(pred, ref, dt, n=5, names=None, seed=0):
 
 
 def mean_std(ensembles: dict, dt, names=None):
-    """Mean +- one std over time for several labelled ensembles (n, T, d)."""
+    """Mean +- one std over time for several labelled ensembles (n, T, d), or for
+    precomputed ``(mean, std)`` pairs of arrays (T, d) (e.g. from a chunk-wise scan)."""
     first = next(iter(ensembles.values()))
-    d = first.shape[2]
+    d = first[0].shape[-1] if isinstance(first, tuple) else first.shape[2]
     names = _names(d, names)
     fig, axes = plt.subplots(1, d, figsize=(6 * d, 4), squeeze=False)
     for k, (label, ens) in enumerate(ensembles.items()):
-        t = np.arange(ens.shape[1]) * dt
-        mean = np.nanmean(ens, axis=0)
-        std = np.nanstd(ens, axis=0)
+        if isinstance(ens, tuple):
+            mean, std = (np.asarray(a) for a in ens)
+        else:
+            mean = np.nanmean(ens, axis=0)
+            std = np.nanstd(ens, axis=0)
+        t = np.arange(mean.shape[0]) * dt
         color = _color(label, k)
         for i in range(d):
             ax = axes[0, i]
@@ -96,14 +100,16 @@ def mean_std(ensembles: dict, dt, names=None):
     return fig
 
 
-def histograms(ensembles: dict, dt, times, names=None, bins=60):
-    """Marginal densities at the given times, one row per component."""
+def histograms(ensembles: dict, dt, times, names=None, bins=60, columns=None):
+    """Marginal densities at the given times, one row per component. ``columns`` (one per
+    time) says which column of the arrays holds each time, when they hold only the values
+    at those times (default: column ``round(t / dt)``)."""
     first = next(iter(ensembles.values()))
     d = first.shape[2]
     names = _names(d, names)
     fig, axes = plt.subplots(d, len(times), figsize=(3.6 * len(times), 3 * d), squeeze=False)
     for c, t in enumerate(times):
-        k = min(first.shape[1] - 1, int(round(t / dt)))
+        k = columns[c] if columns is not None else min(first.shape[1] - 1, int(round(t / dt)))
         for i in range(d):
             vals = [e[:, k, i] for e in ensembles.values()]
             lo = min(np.nanmin(v) for v in vals)
