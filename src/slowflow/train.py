@@ -8,6 +8,7 @@ stopping, a NaN guard, a wall-clock budget, Ctrl-C handling and resumable checkp
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -223,6 +224,19 @@ class _Dist:
         return self.world > 1
 
 
+@contextlib.contextmanager
+def _process_group(cfg: TrainConfig):
+    """This process's :class:`_Dist`; a process group created here is destroyed on exit."""
+    dctx = _init_distributed(cfg)
+    try:
+        yield dctx
+    finally:
+        if dctx.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
 def _init_distributed(cfg: TrainConfig) -> _Dist:
     """Join the process group that ``torchrun`` describes in the environment.
 
@@ -370,14 +384,20 @@ class _Prepared:
     batches: object
 
 
+def _cap_pairs(v0: np.ndarray, v1: np.ndarray, n: int, rng: np.random.Generator):
+    """At most ``n`` of the validation pairs, drawn at random without replacement."""
+    if v0.shape[0] <= n:
+        return v0, v1
+    keep = rng.choice(v0.shape[0], n, replace=False)
+    return v0[keep], v1[keep]
+
+
 def _prepare_memory(data: Trajectories, cfg: TrainConfig, device) -> _Prepared:
     train, val = split_by_trajectory(data, cfg.val_fraction, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     x0, x1 = make_pairs(train, cfg.pairs_per_traj, rng)
     v0, v1 = make_pairs(val, None, rng)
-    if v0.shape[0] > cfg.max_val_pairs:
-        keep = rng.choice(v0.shape[0], cfg.max_val_pairs, replace=False)
-        v0, v1 = v0[keep], v1[keep]
+    v0, v1 = _cap_pairs(v0, v1, cfg.max_val_pairs, rng)
     return _Prepared(
         data.dim,
         data.dt,
@@ -409,9 +429,7 @@ def _prepare_stream(store, cfg: TrainConfig, device) -> _Prepared:
         if have >= cfg.max_val_pairs:
             break
     v0, v1 = np.concatenate(v0s), np.concatenate(v1s)
-    if v0.shape[0] > cfg.max_val_pairs:
-        keep = rng.choice(v0.shape[0], cfg.max_val_pairs, replace=False)
-        v0, v1 = v0[keep], v1[keep]
+    v0, v1 = _cap_pairs(v0, v1, cfg.max_val_pairs, rng)
     return _Prepared(
         store.dim,
         store.dt,
@@ -495,264 +513,240 @@ def fit(
 
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    dctx = _init_distributed(cfg)
-    try:
-        return _fit(
-            data,
-            model_config,
-            preset_name,
-            cfg,
-            dctx,
-            dt,
-            checkpoint,
-            resume_state,
-            progress,
-            stop_flag,
-            TrajectoryStore,
-        )
-    finally:
-        if dctx.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def _fit(
-    data,
-    model_config,
-    preset_name,
-    cfg,
-    dctx,
-    dt,
-    checkpoint,
-    resume_state,
-    progress,
-    stop_flag,
-    store_type,
-) -> FlowMap:
-    device = _device(cfg, dctx)
-    if dctx.world > cfg.batch_size:
-        raise ConfigError(f"batch_size {cfg.batch_size} is smaller than the {dctx.world} processes")
-    torch.manual_seed(cfg.seed)
-    if isinstance(data, store_type):
-        prep = _prepare_stream(data, cfg, device)
-    elif cfg.stream:
-        if not isinstance(data, (str, os.PathLike)):
-            raise ConfigError("stream=True needs a file path or a TrajectoryStore")
-        prep = _prepare_stream(
-            store_type.open(data, dt=dt, block_pairs=cfg.block_pairs), cfg, device
-        )
-    else:
-        prep = _prepare_memory(_as_data(data, dt), cfg, device)
-    n_train = prep.n_train
-    model = build_model(model_config, prep.dim, prep.dt)
-    if n_train < 20 * model.n_parameters() ** 0.5:
-        warnings.warn(
-            f"only {n_train} training pairs for a model with {model.n_parameters()} parameters; "
-            "expect overfitting (early stopping on the validation trajectories limits it)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    model.set_statistics(**prep.stats)
-    model.x_lo.copy_(torch.as_tensor(prep.lo))
-    model.x_hi.copy_(torch.as_tensor(prep.hi))
-    model.to(device)
-    lead = dctx.rank == 0
-
-    # validation pairs: each process scores its share; the sums are added up
-    tv0 = torch.as_tensor(prep.v0[dctx.rank :: dctx.world], dtype=torch.float32, device=device)
-    tv1 = torch.as_tensor(prep.v1[dctx.rank :: dctx.world], dtype=torch.float32, device=device)
-    n_val = int(prep.v0.shape[0])
-    bs = min(cfg.batch_size, n_train)
-    bs -= bs % dctx.world
-    steps_per_epoch = max(1, n_train // bs)
-    opt = _optimizer(model, cfg, cfg.lr)
-    sched = _Schedule(cfg, steps_per_epoch)
-    has_warmup = model.flow is not None and model.affine is not None and cfg.warmup_epochs > 0
-    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    loss_fn: torch.nn.Module = _PairNLL(model)
-    if dctx.active:
-        import inspect
-
-        from torch.nn.parallel import DistributedDataParallel
-
-        # the statistics buffers are equal on every process: no need to sync them per step
-        no_sync = (
-            {"forward_sync_buffers": False}
-            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-            else {"broadcast_buffers": False}
-        )
-        loss_fn = DistributedDataParallel(
-            loss_fn,
-            device_ids=[device] if device.type == "cuda" else None,
-            find_unused_parameters=has_warmup,  # the flow sits idle during the warm-up
-            **no_sync,
-        )
-
-    history: dict = {"epoch": [], "train_nll": [], "val_nll": [], "lr": [], "seconds": []}
-    best_val, best_state, best_epoch = math.inf, _state_to_cpu(model.state_dict()), -1
-    start_epoch, step, elapsed_before, lr_factor, nan_events = 0, 0, 0.0, 1.0, 0
-    if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        opt.load_state_dict(resume_state["optimizer"])
-        history = resume_state["history"]
-        best_val = resume_state["best_val"]
-        best_state = resume_state["best_state"]
-        best_epoch = resume_state["best_epoch"]
-        start_epoch = resume_state["epoch"] + 1
-        step = resume_state["step"]
-        elapsed_before = resume_state["elapsed"]
-        lr_factor = resume_state.get("lr_factor", 1.0)
-        nan_events = resume_state.get("nan_events", 0)
-        gen.set_state(resume_state["generator"])
-
-    show = (progress if progress is not None else True) and lead
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.epochs, initial=start_epoch, unit="epoch", desc="fit", leave=True)
-    t_start = time.perf_counter()
-    stop_reason = "completed all epochs"
-    epochs_since_best = 0 if best_epoch < 0 else (start_epoch - 1 - best_epoch)
-    model.train()
-    params = list(model.parameters())
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            model.gaussian_only = (
-                epoch < cfg.warmup_epochs and model.flow is not None and model.affine is not None
+    with _process_group(cfg) as dctx:
+        device = _device(cfg, dctx)
+        if dctx.world > cfg.batch_size:
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} is smaller than the {dctx.world} processes"
             )
-            # Loss sums and the non-finite flag stay on the device: no host sync per step.
-            run_loss = torch.zeros((), device=device)
-            nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-            after_warmup = epoch >= cfg.warmup_epochs
-            batches = prep.batches.epoch(epoch, steps_per_epoch, bs, gen, dctx)
-            for b, (xb0, xb1) in enumerate(batches):
-                if b % 16 == 0:
-                    now = elapsed_before + time.perf_counter() - t_start
-                    stop_now = stop_flag is not None and bool(stop_flag())
-                    if dctx.active:  # every process stops at the same step
-                        stop_now = _all_reduce([float(stop_now)], device, dctx, "max")[0] > 0
-                    if stop_now:
-                        raise KeyboardInterrupt
-                for group in opt.param_groups:
-                    slow = cfg.affine_lr_after_warmup if group["name"] == "affine" else 1.0
-                    group["lr"] = (
-                        cfg.lr
-                        * lr_factor
-                        * sched(step, now)
-                        * (slow if after_warmup and has_warmup else 1.0)
+        torch.manual_seed(cfg.seed)
+        if isinstance(data, TrajectoryStore):
+            prep = _prepare_stream(data, cfg, device)
+        elif cfg.stream:
+            if not isinstance(data, (str, os.PathLike)):
+                raise ConfigError("stream=True needs a file path or a TrajectoryStore")
+            prep = _prepare_stream(
+                TrajectoryStore.open(data, dt=dt, block_pairs=cfg.block_pairs), cfg, device
+            )
+        else:
+            prep = _prepare_memory(_as_data(data, dt), cfg, device)
+        n_train = prep.n_train
+        model = build_model(model_config, prep.dim, prep.dt)
+        if n_train < 20 * model.n_parameters() ** 0.5:
+            warnings.warn(
+                f"only {n_train} training pairs for a model with {model.n_parameters()} parameters; "
+                "expect overfitting (early stopping on the validation trajectories limits it)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        model.set_statistics(**prep.stats)
+        model.x_lo.copy_(torch.as_tensor(prep.lo))
+        model.x_hi.copy_(torch.as_tensor(prep.hi))
+        model.to(device)
+        lead = dctx.rank == 0
+
+        # validation pairs: each process scores its share; the sums are added up
+        tv0 = torch.as_tensor(prep.v0[dctx.rank :: dctx.world], dtype=torch.float32, device=device)
+        tv1 = torch.as_tensor(prep.v1[dctx.rank :: dctx.world], dtype=torch.float32, device=device)
+        n_val = int(prep.v0.shape[0])
+        bs = min(cfg.batch_size, n_train)
+        bs -= bs % dctx.world
+        steps_per_epoch = max(1, n_train // bs)
+        opt = _optimizer(model, cfg, cfg.lr)
+        sched = _Schedule(cfg, steps_per_epoch)
+        has_warmup = model.flow is not None and model.affine is not None and cfg.warmup_epochs > 0
+        gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        loss_fn: torch.nn.Module = _PairNLL(model)
+        if dctx.active:
+            import inspect
+
+            from torch.nn.parallel import DistributedDataParallel
+
+            # the statistics buffers are equal on every process: no need to sync them per step
+            no_sync = (
+                {"forward_sync_buffers": False}
+                if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                else {"broadcast_buffers": False}
+            )
+            loss_fn = DistributedDataParallel(
+                loss_fn,
+                device_ids=[device] if device.type == "cuda" else None,
+                find_unused_parameters=has_warmup,  # the flow sits idle during the warm-up
+                **no_sync,
+            )
+
+        history: dict = {"epoch": [], "train_nll": [], "val_nll": [], "lr": [], "seconds": []}
+        best_val, best_state, best_epoch = math.inf, _state_to_cpu(model.state_dict()), -1
+        start_epoch, step, elapsed_before, lr_factor, nan_events = 0, 0, 0.0, 1.0, 0
+        if resume_state is not None:
+            model.load_state_dict(resume_state["model"])
+            opt.load_state_dict(resume_state["optimizer"])
+            history = resume_state["history"]
+            best_val = resume_state["best_val"]
+            best_state = resume_state["best_state"]
+            best_epoch = resume_state["best_epoch"]
+            start_epoch = resume_state["epoch"] + 1
+            step = resume_state["step"]
+            elapsed_before = resume_state["elapsed"]
+            lr_factor = resume_state.get("lr_factor", 1.0)
+            nan_events = resume_state.get("nan_events", 0)
+            gen.set_state(resume_state["generator"])
+
+        show = (progress if progress is not None else True) and lead
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.epochs, initial=start_epoch, unit="epoch", desc="fit", leave=True)
+        t_start = time.perf_counter()
+        stop_reason = "completed all epochs"
+        epochs_since_best = 0 if best_epoch < 0 else (start_epoch - 1 - best_epoch)
+        model.train()
+        params = list(model.parameters())
+        try:
+            for epoch in range(start_epoch, cfg.epochs):
+                model.gaussian_only = (
+                    epoch < cfg.warmup_epochs
+                    and model.flow is not None
+                    and model.affine is not None
+                )
+                # Loss sums and the non-finite flag stay on the device: no host sync per step.
+                run_loss = torch.zeros((), device=device)
+                nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+                after_warmup = epoch >= cfg.warmup_epochs
+                batches = prep.batches.epoch(epoch, steps_per_epoch, bs, gen, dctx)
+                for b, (xb0, xb1) in enumerate(batches):
+                    if b % 16 == 0:
+                        now = elapsed_before + time.perf_counter() - t_start
+                        stop_now = stop_flag is not None and bool(stop_flag())
+                        if dctx.active:  # every process stops at the same step
+                            stop_now = _all_reduce([float(stop_now)], device, dctx, "max")[0] > 0
+                        if stop_now:
+                            raise KeyboardInterrupt
+                    for group in opt.param_groups:
+                        slow = cfg.affine_lr_after_warmup if group["name"] == "affine" else 1.0
+                        group["lr"] = (
+                            cfg.lr
+                            * lr_factor
+                            * sched(step, now)
+                            * (slow if after_warmup and has_warmup else 1.0)
+                        )
+                    loss = loss_fn(xb0, xb1)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    # a non-finite loss anywhere makes the (averaged) gradient norm non-finite
+                    # on every process, so all of them take the same decision below
+                    norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+                    nonfinite |= ~torch.isfinite(norm)
+                    opt.step()
+                    step += 1
+                    run_loss += loss.detach()
+                bad = bool(nonfinite)
+                if bad:
+                    nan_events += 1
+                    model.load_state_dict(best_state)
+                    if nan_events >= 2:
+                        stop_reason = (
+                            f"non-finite loss at epoch {epoch} again after lowering the "
+                            "learning rate; stopped with the best weights"
+                        )
+                        break
+                    lr_factor *= 0.1
+                    opt = _optimizer(model, cfg, cfg.lr * lr_factor)
+                    if lead:
+                        warnings.warn(
+                            f"non-finite loss at epoch {epoch}: restored the best weights and "
+                            "lowered the learning rate 10x",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                    continue
+                val_sum, train_sum = _all_reduce(
+                    [_nll_sum(model, tv0, tv1), float(run_loss)], device, dctx
+                )
+                val_nll = val_sum / max(1, n_val)
+                train_nll = train_sum / dctx.world / max(1, steps_per_epoch)
+                elapsed = elapsed_before + time.perf_counter() - t_start
+                if dctx.active:  # the budget is rank 0's clock
+                    elapsed = _all_reduce([elapsed if lead else 0.0], device, dctx, "max")[0]
+                history["epoch"].append(epoch)
+                history["train_nll"].append(train_nll)
+                history["val_nll"].append(val_nll)
+                history["lr"].append(opt.param_groups[0]["lr"])
+                history["seconds"].append(elapsed)
+                if math.isfinite(val_nll) and val_nll < best_val - 1e-4:
+                    best_val, best_state, best_epoch = (
+                        val_nll,
+                        _state_to_cpu(model.state_dict()),
+                        epoch,
                     )
-                loss = loss_fn(xb0, xb1)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                # a non-finite loss anywhere makes the (averaged) gradient norm non-finite
-                # on every process, so all of them take the same decision below
-                norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
-                nonfinite |= ~torch.isfinite(norm)
-                opt.step()
-                step += 1
-                run_loss += loss.detach()
-            bad = bool(nonfinite)
-            if bad:
-                nan_events += 1
-                model.load_state_dict(best_state)
-                if nan_events >= 2:
+                    epochs_since_best = 0
+                else:
+                    epochs_since_best += 1
+                if bar is not None:
+                    bar.set_postfix(
+                        train=f"{train_nll:.4f}",
+                        val=f"{val_nll:.4f}",
+                        best=f"{best_val:.4f}",
+                        t=f"{elapsed:.0f}s",
+                    )
+                    bar.update(1)
+                if checkpoint is not None and lead:
+                    _write_checkpoint(
+                        checkpoint,
+                        {
+                            "model_config": model_config.to_dict(),
+                            "train_config": cfg.to_dict(),
+                            "preset": preset_name,
+                            "model": _state_to_cpu(model.state_dict()),
+                            "optimizer": opt.state_dict(),
+                            "history": copy.deepcopy(history),
+                            "best_val": float(best_val),
+                            "best_state": best_state,
+                            "best_epoch": int(best_epoch),
+                            "epoch": int(epoch),
+                            "step": int(step),
+                            "elapsed": float(elapsed),
+                            "lr_factor": float(lr_factor),
+                            "nan_events": int(nan_events),
+                            "generator": gen.get_state(),
+                        },
+                    )
+                if epochs_since_best >= cfg.patience:
                     stop_reason = (
-                        f"non-finite loss at epoch {epoch} again after lowering the "
-                        "learning rate; stopped with the best weights"
+                        f"early stopping: no validation improvement for {cfg.patience} epochs"
                     )
                     break
-                lr_factor *= 0.1
-                opt = _optimizer(model, cfg, cfg.lr * lr_factor)
-                if lead:
-                    warnings.warn(
-                        f"non-finite loss at epoch {epoch}: restored the best weights and "
-                        "lowered the learning rate 10x",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
-                continue
-            val_sum, train_sum = _all_reduce(
-                [_nll_sum(model, tv0, tv1), float(run_loss)], device, dctx
-            )
-            val_nll = val_sum / max(1, n_val)
-            train_nll = train_sum / dctx.world / max(1, steps_per_epoch)
-            elapsed = elapsed_before + time.perf_counter() - t_start
-            if dctx.active:  # the budget is rank 0's clock
-                elapsed = _all_reduce([elapsed if lead else 0.0], device, dctx, "max")[0]
-            history["epoch"].append(epoch)
-            history["train_nll"].append(train_nll)
-            history["val_nll"].append(val_nll)
-            history["lr"].append(opt.param_groups[0]["lr"])
-            history["seconds"].append(elapsed)
-            if math.isfinite(val_nll) and val_nll < best_val - 1e-4:
-                best_val, best_state, best_epoch = val_nll, _state_to_cpu(model.state_dict()), epoch
-                epochs_since_best = 0
-            else:
-                epochs_since_best += 1
+                if cfg.max_minutes is not None and elapsed > 60.0 * cfg.max_minutes:
+                    stop_reason = f"wall-clock budget of {cfg.max_minutes} min reached"
+                    break
+        except KeyboardInterrupt:
+            stop_reason = "interrupted; kept the best weights so far"
+        finally:
+            model.gaussian_only = False
             if bar is not None:
-                bar.set_postfix(
-                    train=f"{train_nll:.4f}",
-                    val=f"{val_nll:.4f}",
-                    best=f"{best_val:.4f}",
-                    t=f"{elapsed:.0f}s",
-                )
-                bar.update(1)
-            if checkpoint is not None and lead:
-                _write_checkpoint(
-                    checkpoint,
-                    {
-                        "model_config": model_config.to_dict(),
-                        "train_config": cfg.to_dict(),
-                        "preset": preset_name,
-                        "model": _state_to_cpu(model.state_dict()),
-                        "optimizer": opt.state_dict(),
-                        "history": copy.deepcopy(history),
-                        "best_val": float(best_val),
-                        "best_state": best_state,
-                        "best_epoch": int(best_epoch),
-                        "epoch": int(epoch),
-                        "step": int(step),
-                        "elapsed": float(elapsed),
-                        "lr_factor": float(lr_factor),
-                        "nan_events": int(nan_events),
-                        "generator": gen.get_state(),
-                    },
-                )
-            if epochs_since_best >= cfg.patience:
-                stop_reason = f"early stopping: no validation improvement for {cfg.patience} epochs"
-                break
-            if cfg.max_minutes is not None and elapsed > 60.0 * cfg.max_minutes:
-                stop_reason = f"wall-clock budget of {cfg.max_minutes} min reached"
-                break
-    except KeyboardInterrupt:
-        stop_reason = "interrupted; kept the best weights so far"
-    finally:
-        model.gaussian_only = False
-        if bar is not None:
-            bar.close()
-    model.load_state_dict(best_state)
-    model.eval()
-    history["stop_reason"] = stop_reason
-    history["best_epoch"] = best_epoch
-    history["best_val_nll"] = best_val
-    history["train_seconds"] = elapsed_before + time.perf_counter() - t_start
-    history["n_train_pairs"] = int(n_train)
-    history["n_val_pairs"] = n_val
-    history["world_size"] = dctx.world
-    model.history = history
-    model.meta = {
-        "slowflow_version": __version__,
-        "preset": preset_name,
-        "train_config": cfg.to_dict(),
-        "data_meta": prep.meta,
-        "names": list(prep.names),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "world_size": dctx.world,
-    }
-    return model
+                bar.close()
+        model.load_state_dict(best_state)
+        model.eval()
+        history["stop_reason"] = stop_reason
+        history["best_epoch"] = best_epoch
+        history["best_val_nll"] = best_val
+        history["train_seconds"] = elapsed_before + time.perf_counter() - t_start
+        history["n_train_pairs"] = int(n_train)
+        history["n_val_pairs"] = n_val
+        history["world_size"] = dctx.world
+        model.history = history
+        model.meta = {
+            "slowflow_version": __version__,
+            "preset": preset_name,
+            "train_config": cfg.to_dict(),
+            "data_meta": prep.meta,
+            "names": list(prep.names),
+            "torch_threads": torch.get_num_threads(),
+            "device": str(device),
+            "world_size": dctx.world,
+        }
+        return model
 
 
 CHECKPOINT_FORMAT = "slowflow-checkpoint"
