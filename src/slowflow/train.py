@@ -230,6 +230,13 @@ def _process_group(cfg: TrainConfig):
     dctx = _init_distributed(cfg)
     try:
         yield dctx
+        if dctx.owns_group:
+            import torch.distributed as dist
+
+            # all ranks leave together: tearing the group down while a peer is still in
+            # it aborted gloo processes now and then ("terminate called without an
+            # active exception")
+            dist.barrier()
     finally:
         if dctx.owns_group:
             import torch.distributed as dist
