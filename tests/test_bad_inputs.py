@@ -54,6 +54,7 @@ def _write_bad(t: Path, w: Path) -> None:
     np.savez(t / "oneobs.npz", x=rng.normal(size=(4, 1, 1)), dt=0.01)
     np.savez(t / "nodt.npz", x=rng.normal(size=(4, 10, 1)))
     np.savez(t / "negdt.npz", x=rng.normal(size=(4, 10, 1)), dt=-0.01)
+    np.savez_compressed(t / "compressed.npz", x=rng.normal(size=(4, 10, 1)), dt=0.01)
     (t / "strings.csv").write_text("traj,t,x1\n0,0.0,1.0\n0,0.01,abc\n0,0.02,1.2\n")
     (t / "irregular.csv").write_text("traj,t,x1\n0,0.0,1.0\n0,0.01,1.1\n0,0.03,1.2\n")
     save_trajectories(Trajectories(x=rng.normal(size=(20, 30, 2)), dt=0.01), t / "d2.npz")
@@ -145,6 +146,12 @@ CATALOGUE = {
         "nothere.npz",
     ),
     "resume without checkpoint": ("fit {w}/f.npz --resume --out {t}/o.pt", "checkpoint"),
+    "streaming a CSV": ("fit {t}/irregular.csv --stream --out {t}/o.pt", "cannot stream"),
+    "streaming a compressed npz": ("fit {t}/compressed.npz --stream --out {t}/o.pt", "compressed"),
+    "10^6 paths x 1,000 steps to CSV": (
+        "predict {w}/m.pt --x0 1 --steps 1000 --n-paths 1000000 --out {t}/o.csv",
+        ".npy",
+    ),
 }
 
 
