@@ -238,72 +238,13 @@ def test_cli_fit_stream(tmp_path, torch_one_thread):
     assert main(["fit", str(comp), "--out", str(out), "--stream"]) == 2
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_match_one(tmp_path):
-    """``torchrun --nproc-per-node 2 -m slowflow fit`` (gloo, CPU) gives the one-process
-    model: each global batch is split in two equal shares and DDP averages the gradients,
-    so the two runs differ only by float rounding in the reduction (tolerance 1e-3
-    nats/pair on the best validation NLL; the two models' drifts within 1e-2)."""
+def _one_and_two_processes(tmp_path, options: list[str]):
+    """Fit the same OU file with one process and with ``torchrun`` on two (gloo, CPU);
+    return the two models."""
     path = tmp_path / "d.npz"
     _write(path, _ou(n=800))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = ["fit", str(path), "--epochs", "4", "--preset", "gaussian", "--seed", "1"]
-    one = tmp_path / "one.pt"
-    two = tmp_path / "two.pt"
-    subprocess.run(
-        [sys.executable, "-m", "slowflow", *common, "--out", str(one)],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=600,
-    )
-    torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [
-        str(torchrun),
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        _free_port(),
-        "-m",
-        "slowflow",
-        *common,
-        "--out",
-        str(two),
-    ]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    m1, m2 = slowflow.load_model(one), slowflow.load_model(two)
-    assert m2.meta["world_size"] == 2
-    assert abs(m1.history["best_val_nll"] - m2.history["best_val_nll"]) < 1e-3
-    pts = np.array([[1.0, -1.0], [0.0, 0.5]])
-    d1 = slowflow.drift_diffusion(m1, pts, n_samples=4000, seed=0).drift
-    d2 = slowflow.drift_diffusion(m2, pts, n_samples=4000, seed=0).drift
-    assert np.allclose(d1, d2, atol=1e-2)
-    assert not list(tmp_path.glob("*.ckpt"))  # rank 0 removed its checkpoint, rank 1 wrote none
-    assert zipfile.is_zipfile(two)
-
-
-@pytest.mark.slow
-def test_torchrun_streaming_flow_with_warmup(tmp_path):
-    """Two processes streaming a file with a flow preset (whose warm-up leaves the flow's
-    parameters unused, which DDP must be told about) train to the quality of one process.
-    The processes read different pieces, so the runs are not step-for-step equal: the
-    tolerance is 0.01 nats/pair on the best validation NLL (the two differed by 1e-4 when
-    this test was written; presets differ by 0.05-0.4 nats on the paper's examples)."""
-    path = tmp_path / "d.npz"
-    _write(path, _ou(n=800))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = [
-        "fit",
-        str(path),
-        "--epochs",
-        "6",
-        "--preset",
-        "coupling",
-        "--stream",
-        "--block-pairs",
-        "3000",
-    ]
+    common = ["fit", str(path), *options]
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     subprocess.run(
         [sys.executable, "-m", "slowflow", *common, "--out", str(one)],
@@ -313,25 +254,46 @@ def test_torchrun_streaming_flow_with_warmup(tmp_path):
         timeout=600,
     )
     torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc-per-node", "2", "--master-port", _free_port()]
     r = subprocess.run(
-        [
-            str(torchrun),
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            _free_port(),
-            "-m",
-            "slowflow",
-            *common,
-            "--out",
-            str(two),
-        ],
+        [*cmd, "-m", "slowflow", *common, "--out", str(two)],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    m1, m2 = slowflow.load_model(one), slowflow.load_model(two)
+    return slowflow.load_model(one), slowflow.load_model(two)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tmp_path):
+    """``torchrun --nproc-per-node 2 -m slowflow fit`` (gloo, CPU) gives the one-process
+    model: each global batch is split in two equal shares and DDP averages the gradients,
+    so the two runs differ only by float rounding in the reduction (tolerance 1e-3
+    nats/pair on the best validation NLL; the two models' drifts within 1e-2)."""
+    m1, m2 = _one_and_two_processes(
+        tmp_path, ["--epochs", "4", "--preset", "gaussian", "--seed", "1"]
+    )
+    assert m2.meta["world_size"] == 2
+    assert abs(m1.history["best_val_nll"] - m2.history["best_val_nll"]) < 1e-3
+    pts = np.array([[1.0, -1.0], [0.0, 0.5]])
+    d1 = slowflow.drift_diffusion(m1, pts, n_samples=4000, seed=0).drift
+    d2 = slowflow.drift_diffusion(m2, pts, n_samples=4000, seed=0).drift
+    assert np.allclose(d1, d2, atol=1e-2)
+    assert not list(tmp_path.glob("*.ckpt"))  # rank 0 removed its checkpoint, rank 1 wrote none
+    assert zipfile.is_zipfile(tmp_path / "two.pt")
+
+
+@pytest.mark.slow
+def test_torchrun_streaming_flow_with_warmup(tmp_path):
+    """Two processes streaming a file with a flow preset (whose warm-up leaves the flow's
+    parameters unused, which DDP must be told about) train to the quality of one process.
+    The processes read different pieces, so the runs are not step-for-step equal: the
+    tolerance is 0.01 nats/pair on the best validation NLL (the two differed by 1e-4 when
+    this test was written; presets differ by 0.05-0.4 nats on the paper's examples)."""
+    m1, m2 = _one_and_two_processes(
+        tmp_path, ["--epochs", "6", "--preset", "coupling", "--stream", "--block-pairs", "3000"]
+    )
     assert m2.meta["world_size"] == 2 and m2.meta["train_config"]["stream"] is True
     assert abs(m1.history["best_val_nll"] - m2.history["best_val_nll"]) < 0.01

@@ -319,6 +319,8 @@ def cmd_drift(args) -> int:
 
 # ---------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    from .store import DEFAULT_BLOCK_PAIRS
+
     p = argparse.ArgumentParser(
         prog="slowflow",
         description=(
@@ -402,8 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--block-pairs",
         type=int,
-        default=1 << 20,
-        help="pairs per piece read from disk with --stream (default 1048576)",
+        default=DEFAULT_BLOCK_PAIRS,
+        help=f"pairs per piece read from disk with --stream (default {DEFAULT_BLOCK_PAIRS})",
     )
     s.set_defaults(func=cmd_fit)
 

@@ -819,6 +819,16 @@ def make_pairs(
     return x[traj, start].reshape(-1, data.dim), x[traj, start + 1].reshape(-1, data.dim)
 
 
+def _time_split(length: int, val_fraction: float, where: str) -> int:
+    """Observations of a single trajectory that train (the rest validate), each part >= 2."""
+    n_train = round((1 - val_fraction) * length)
+    if n_train < 2 or length - n_train < 2:
+        raise DataError(
+            f"{where}: the single trajectory has {length} observations; a time split with val_fraction={val_fraction} leaves {n_train} for training and {length - n_train} for validation, each needs at least 2"
+        )
+    return n_train
+
+
 def _split_indices(n_traj: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (train, validation) trajectory indices of :func:`split_by_trajectory`."""
     n_val = min(max(round(val_fraction * n_traj), 1), n_traj - 1)
@@ -854,11 +864,7 @@ def split_by_trajectory(
 
     if data.n_traj == 1:
         length = int(data.lengths[0])
-        n_train = round((1 - val_fraction) * length)
-        if n_train < 2 or length - n_train < 2:
-            raise DataError(
-                f"split_by_trajectory: the single trajectory has {length} observations; a time split with val_fraction={val_fraction} leaves {n_train} for training and {length - n_train} for validation, each needs at least 2"
-            )
+        n_train = _time_split(length, val_fraction, "split_by_trajectory")
         train = Trajectories(data.x[:, :n_train], data.dt, data.names, data.meta)
         val = Trajectories(data.x[:, n_train:length], data.dt, data.names, data.meta)
         return part(train, "train", "time"), part(val, "val", "time")

@@ -25,7 +25,6 @@ import math
 import os
 import struct
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from .data import (
     _json_default,
     _one_line,
     _split_indices,
+    _time_split,
 )
 from .errors import ConfigError, DataError
 
@@ -301,12 +301,7 @@ class TrajectoryStore:
         """Train/validation pieces, split like :func:`slowflow.data.split_by_trajectory`."""
         if self.n_traj == 1:
             length = int(self.lengths[0])
-            n_train = round((1 - val_fraction) * length)
-            if n_train < 2 or length - n_train < 2:
-                raise DataError(
-                    f"{self.path}: the single trajectory has {length} observations; too few to "
-                    f"split in time with val_fraction={val_fraction}"
-                )
+            n_train = _time_split(length, val_fraction, str(self.path))
             return (
                 self.pieces(np.array([0]), (0, n_train), block_pairs),
                 self.pieces(np.array([0]), (n_train, length), block_pairs),
@@ -503,9 +498,3 @@ class TrajectoryWriter:
             self._ctx.__exit__(type(err), err, err.__traceback__)
             raise
         return bool(self._ctx.__exit__(exc_type, exc, tb))
-
-
-def iter_blocks(store: TrajectoryStore, rows_per_block: int) -> Iterator[np.ndarray]:
-    """The store's trajectories as float64 blocks ``(k, n_obs, d)`` in order."""
-    for r0 in range(0, store.n_traj, int(rows_per_block)):
-        yield store._read(r0, min(store.n_traj, r0 + int(rows_per_block)), 0, store.n_obs)

@@ -26,6 +26,7 @@ from .data import Trajectories, load_trajectories, make_pairs, split_by_trajecto
 from .errors import ConfigError, DataError, SlowflowError
 from .model.config import ModelConfig, get_preset
 from .model.flowmap import FlowMap, build_model
+from .store import DEFAULT_BLOCK_PAIRS, TrajectoryStore
 
 SCHEDULES = ("cosine", "constant", "step_cyclic")
 
@@ -76,7 +77,7 @@ class TrainConfig:
     affine_lr_after_warmup: float = 0.1
     threads: int | None = None
     stream: bool = False
-    block_pairs: int = 1 << 20
+    block_pairs: int = DEFAULT_BLOCK_PAIRS
     shuffle_pieces: int = 4
 
     def __post_init__(self) -> None:
@@ -494,8 +495,6 @@ def fit(
     FlowMap in eval mode holding the best validation weights, with ``history`` (per-epoch
     train/val NLL, learning rate, time, why training stopped) and ``meta``.
     """
-    from .store import TrajectoryStore
-
     if isinstance(model_config, str) or model_config is None:
         preset_name = model_config or "default"
         model_config = get_preset(model_config)
