@@ -67,8 +67,9 @@ def test_rollout_reports_nonfinite_paths():
 
 def test_rollout_reports_leaving_the_training_range(ou):
     """A model whose kernel drifts away (drift +1 per step) leaves the data's range, and
-    the summary reports the fraction of paths and the first step where it happens."""
-    model = fit(ou, "gaussian", epochs=1, progress=False, threads=1)
+    the summary reports the fraction of paths and the first step where it happens (the
+    network-drift preset, whose location is shifted by the increments' mean d_mean)."""
+    model = fit(ou, "network", epochs=1, progress=False, threads=1)
     with torch.no_grad():
         model.d_mean.fill_(1.0)
     with pytest.warns(RuntimeWarning, match="left the training data's range"):

@@ -25,7 +25,18 @@ from .errors import ConfigError
 from .systems import System, get_system
 
 PAPER_EXAMPLES = ("ex4.1", "ex4.2", "ex4.3", "ex4.4", "ex4.5")
-MODEL_CHOICES = ("default", "paper", "maf", "nsf", "coupling", "gaussian", "km", "averaged")
+MODEL_CHOICES = (
+    "default",
+    "paper",
+    "maf",
+    "nsf",
+    "coupling",
+    "gaussian",
+    "network",
+    "km",
+    "sfi",
+    "averaged",
+)
 
 
 @dataclass(frozen=True)
@@ -130,8 +141,8 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
         )
         info["note"] = system.averaged_note
         return pred.x, info
-    if name == "km":
-        return _km_stage(system, cfg, data, folder, t_end, n_steps, info)
+    if name in ("km", "sfi"):
+        return _baseline_stage(name, system, cfg, data, folder, t_end, n_steps, info)
     tk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes", "patience")
     model_path = folder / f"model_{name}_{tk}.pt"
     if model_path.exists():
@@ -168,6 +179,10 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
     info["heldout_nll"] = evaluate_nll(
         model, torch.as_tensor(h0, dtype=torch.float32), torch.as_tensor(h1, dtype=torch.float32)
     )
+    from .model.score import kstep_score
+
+    held = data["heldout"]
+    info["heldout_kstep"] = kstep_score(model, held.x, held.lengths, seed=cfg.seed)["score"]
     pk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes", "patience", "n_pred")
     pred_path = folder / f"pred_{name}_T{t_end:g}_{pk}.npz"
     if pred_path.exists():
@@ -188,37 +203,54 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
     return pred.x, info
 
 
-def _km_stage(system, cfg, data, folder, t_end, n_steps, info):
-    from .baselines import fit_kramers_moyal
+def _fit_baseline(name: str, system: System, train: Trajectories):
+    """The Kramers-Moyal (``km``, d <= 2) or force-inference (``sfi``) estimator, or None."""
+    if name == "km":
+        from .baselines import fit_kramers_moyal
 
-    if system.slow_dim > 2:
-        return None, None
-    t0 = time.perf_counter()
-    km = fit_kramers_moyal(data["train"])
-    info["train_seconds"] = time.perf_counter() - t0
-    h0, h1 = make_pairs(data["heldout"])
-    a, s = km.coefficients(h0)
-    cov = s * km.dt + 1e-300 * np.eye(km.dim)
-    r = h1 - h0 - a * km.dt
+        return None if system.slow_dim > 2 else fit_kramers_moyal(train)
+    from .baselines import fit_force_inference
+
+    return fit_force_inference(train)
+
+
+def _baseline_nll(est, heldout: Trajectories) -> float:
+    """Held-out NLL of the estimator's Euler-Maruyama (Gaussian) one-step kernel."""
+    h0, h1 = make_pairs(heldout)
+    a, s = est.coefficients(h0)
+    cov = s * est.dt + 1e-300 * np.eye(est.dim)
+    r = h1 - h0 - a * est.dt
     sign, logdet = np.linalg.slogdet(cov)
     quad = np.einsum("ni,ni->n", r, np.linalg.solve(cov, r[..., None])[..., 0])
-    info["heldout_nll"] = float(np.mean(0.5 * (quad + logdet + km.dim * np.log(2 * np.pi))))
+    return float(np.mean(0.5 * (quad + logdet + est.dim * np.log(2 * np.pi))))
+
+
+def _baseline_stage(name, system, cfg, data, folder, t_end, n_steps, info):
+    """Fit a classical estimator (``km`` or ``sfi``) and roll it out by Euler-Maruyama."""
+    t0 = time.perf_counter()
+    est = _fit_baseline(name, system, data["train"])
+    if est is None:
+        return None, None
+    info["train_seconds"] = time.perf_counter() - t0
+    info["heldout_nll"] = _baseline_nll(est, data["heldout"])
     k = cfg.key("seed", "n_train_traj", "n_pred")
-    path = folder / f"pred_km_T{t_end:g}_{k}.npz"
+    path = folder / f"pred_{name}_T{t_end:g}_{k}.npz"
     if path.exists():
         pred = load_trajectories(path)
         info["rollout_path_steps_per_s"] = pred.meta.get("path_steps_per_s")
     else:
         t0 = time.perf_counter()
-        x = km.simulate(np.asarray(system.x0), n_steps, cfg.n_pred, seed=cfg.seed + 6000)
+        x = est.simulate(np.asarray(system.x0), n_steps, cfg.n_pred, seed=cfg.seed + 6000)
         rate = cfg.n_pred * n_steps / (time.perf_counter() - t0)
-        pred = Trajectories(
-            x=x, dt=system.dt_obs, meta={"model": "kramers-moyal", "path_steps_per_s": rate}
-        )
+        pred = Trajectories(x=x, dt=system.dt_obs, meta={"model": name, "path_steps_per_s": rate})
         save_trajectories(pred, path)
         info["rollout_path_steps_per_s"] = rate
-        _log(f"rollout km: {x.shape}, {rate:.3g} path-steps/s")
-    info["kernel_sampler"] = km.sampler()
+        _log(f"rollout {name}: {x.shape}, {rate:.3g} path-steps/s")
+
+    def sample(starts, steps, seed):
+        return est.simulate(starts, steps, seed=seed)
+
+    info["kernel_sampler"] = sample
     return pred.x, info
 
 

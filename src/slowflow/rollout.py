@@ -22,16 +22,7 @@ import torch
 from ._io import atomic_write
 from .errors import ConfigError
 from .model.flowmap import FlowMap
-
-
-def _sample(dist, generator: torch.Generator) -> torch.Tensor:
-    """Draw one sample of a zuko NormalizingFlow with an explicit generator."""
-    base = dist.base
-    shape = base.batch_shape + base.event_shape
-    z = torch.randn(shape, generator=generator, device=base.mean.device, dtype=base.mean.dtype)
-    z = base.mean + base.stddev * z
-    return dist.transform.inv(z)
-
+from .model.score import sample_with as _sample
 
 #: Rows per model evaluation on the CPU. A batch of 65,536 paths evaluated at once has
 #: activations of 16 MB per layer that miss the CPU caches; blocks of 8,192 rolled out
@@ -455,7 +446,12 @@ class DriftDiffusion:
     """Effective coefficients read off the learned map at points ``x`` (n, d).
 
     ``drift`` (n, d) = E[G(x, z) - x] / Delta; ``diffusion`` (n, d, d) = Cov[G(x, z) - x] / Delta;
-    ``*_se`` are Monte-Carlo standard errors from ``n_samples`` draws per point.
+    ``diffusion_se`` is the Monte-Carlo standard error from ``n_samples`` draws per point.
+    ``drift_se`` is the drift's total standard error: for a model whose drift was fitted in
+    closed form (``drift="basis"``) the estimator's own error from the data
+    (``drift_se_fit``, cluster-robust least squares) combined with the Monte-Carlo error
+    of the read-out; for a network drift only the Monte-Carlo error (the network gives no
+    error bars of its own: ``drift_se_fit`` is None).
     """
 
     x: np.ndarray
@@ -465,6 +461,7 @@ class DriftDiffusion:
     diffusion_se: np.ndarray
     dt: float
     n_samples: int
+    drift_se_fit: np.ndarray | None = None
 
 
 @torch.inference_mode()
@@ -472,8 +469,10 @@ def drift_diffusion(model: FlowMap, x, n_samples: int = 20_000, seed: int = 0) -
     """Monte-Carlo read-out of the effective drift and diffusion of the learned map.
 
     a(x) = E[G(x, z) - x] / Delta and Sigma(x) = Cov[G(x, z) - x] / Delta (the JCP 2024
-    read-out, eq. 4.23, with the full covariance). Standard errors: std/sqrt(M)/Delta for
-    the drift, sqrt(Var[(D_i - mu_i)(D_j - mu_j)] / M) / Delta for the covariance entries.
+    read-out, eq. 4.23, with the full covariance). Monte-Carlo standard errors:
+    std/sqrt(M)/Delta for the drift, sqrt(Var[(D_i - mu_i)(D_j - mu_j)] / M) / Delta for the
+    covariance entries; a basis drift adds the estimator's error (see
+    :class:`DriftDiffusion`).
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
@@ -500,7 +499,11 @@ def drift_diffusion(model: FlowMap, x, n_samples: int = 20_000, seed: int = 0) -
         drift_se[i] = inc.std(0, ddof=1) / np.sqrt(n_samples) / dt
         cov[i] = prod.sum(0) / (n_samples - 1) / dt
         cov_se[i] = prod.std(0, ddof=1) / np.sqrt(n_samples) / dt
-    return DriftDiffusion(x, drift, drift_se, cov, cov_se, dt, int(n_samples))
+    fit_se = None
+    if model.config.uses_basis:
+        fit_se = model.basis_drift_se(x).cpu().numpy()
+        drift_se = np.sqrt(drift_se**2 + fit_se**2)
+    return DriftDiffusion(x, drift, drift_se, cov, cov_se, dt, int(n_samples), fit_se)
 
 
 def binned_increment_stats(x0: np.ndarray, x1: np.ndarray, edges: np.ndarray, component: int = 0):

@@ -50,6 +50,14 @@ class TrainConfig:
     afterwards the affine stage learns at ``affine_lr_after_warmup`` times the rate, so that
     fitting the flow's shape does not stir up the drift (long rollouts are sensitive to
     drift errors the likelihood hardly sees).
+    ``kstep_every``: every this many epochs, and for the final model, the multi-step score
+    of :func:`slowflow.model.score.kstep_score` on the validation bursts is recorded in the
+    history (``val_kstep``, ``kstep``); 0 turns it off. It sees drift errors that the
+    one-step NLL cannot (not computed when streaming: pieces are pairs, not bursts).
+    ``reweight_after``: for a basis drift (``ModelConfig.drift="basis"``), after this many
+    epochs (if training gets that far) the drift is fitted again by least squares weighted with the inverse of the
+    conditional variance the model has learned by then (0: never). Multiplicative noise
+    makes this matter: the quiet states then pin the drift as tightly as their noise allows.
     ``stream``: read a file path's pairs from disk piece by piece instead of loading it
     (files larger than memory; see :mod:`slowflow.store`): pieces of about ``block_pairs``
     pairs, ``shuffle_pieces`` of them loaded and mixed at a time.
@@ -79,6 +87,8 @@ class TrainConfig:
     stream: bool = False
     block_pairs: int = DEFAULT_BLOCK_PAIRS
     shuffle_pieces: int = 4
+    kstep_every: int = 10
+    reweight_after: int = 5
 
     def __post_init__(self) -> None:
         def positive(name, value, integer=True):
@@ -96,6 +106,12 @@ class TrainConfig:
         positive("max_val_pairs", self.max_val_pairs)
         positive("block_pairs", self.block_pairs)
         positive("shuffle_pieces", self.shuffle_pieces)
+        if int(self.reweight_after) != self.reweight_after or self.reweight_after < 0:
+            raise ConfigError(
+                f"reweight_after must be an integer >= 0, got {self.reweight_after!r}"
+            )
+        if int(self.kstep_every) != self.kstep_every or self.kstep_every < 0:
+            raise ConfigError(f"kstep_every must be an integer >= 0, got {self.kstep_every!r}")
         if int(self.warmup_epochs) != self.warmup_epochs or self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
         if self.max_minutes is not None:
@@ -390,6 +406,8 @@ class _Prepared:
     v0: np.ndarray
     v1: np.ndarray
     batches: object
+    drift_sample: tuple | None = None  # (x0, x1, groups) for the basis drift estimator
+    val_bursts: tuple | None = None  # (x, lengths) of the validation bursts (in memory)
 
 
 def _cap_pairs(v0: np.ndarray, v1: np.ndarray, n: int, rng: np.random.Generator):
@@ -404,6 +422,8 @@ def _prepare_memory(data: Trajectories, cfg: TrainConfig, device) -> _Prepared:
     train, val = split_by_trajectory(data, cfg.val_fraction, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     x0, x1 = make_pairs(train, cfg.pairs_per_traj, rng)
+    per = train.lengths - 1 if cfg.pairs_per_traj is None else np.full(train.n_traj, cfg.pairs_per_traj)
+    groups = np.repeat(np.arange(train.n_traj), per)
     v0, v1 = make_pairs(val, None, rng)
     v0, v1 = _cap_pairs(v0, v1, cfg.max_val_pairs, rng)
     return _Prepared(
@@ -418,6 +438,8 @@ def _prepare_memory(data: Trajectories, cfg: TrainConfig, device) -> _Prepared:
         v0,
         v1,
         _MemoryBatches(x0, x1, device),
+        (x0, x1, groups),
+        (val.x, val.lengths),
     )
 
 
@@ -450,7 +472,25 @@ def _prepare_stream(store, cfg: TrainConfig, device) -> _Prepared:
         v0,
         v1,
         _StreamBatches(store, train, cfg.seed, device, cfg.shuffle_pieces),
+        _stream_drift_sample(store, train, cfg.seed),
     )
+
+
+#: Pairs of a streamed file that the basis drift estimator reads (pieces in random order).
+STREAM_DRIFT_PAIRS = 4_000_000
+
+
+def _stream_drift_sample(store, pieces, seed: int) -> tuple:
+    """Up to ``STREAM_DRIFT_PAIRS`` training pairs of a streamed file, grouped by piece."""
+    rng = np.random.default_rng([seed, 7])
+    parts, have = [], 0
+    for i in rng.permutation(len(pieces)):
+        a, b = store.read_pairs(pieces[i])
+        parts.append((a, b, np.full(a.shape[0], i)))
+        have += a.shape[0]
+        if have >= STREAM_DRIFT_PAIRS:
+            break
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
 
 
 def fit(
@@ -537,7 +577,9 @@ def fit(
         else:
             prep = _prepare_memory(_as_data(data, dt), cfg, device)
         n_train = prep.n_train
-        model = build_model(model_config, prep.dim, prep.dt)
+        drift_fit = _fit_basis_drift(model_config, prep, cfg) if resume_state is None else None
+        model = build_model(model_config, prep.dim, prep.dt, drift_fit)
+        model_config = model.config
         if n_train < 20 * model.n_parameters() ** 0.5:
             warnings.warn(
                 f"only {n_train} training pairs for a model with {model.n_parameters()} parameters; "
@@ -597,7 +639,11 @@ def fit(
             lr_factor = resume_state.get("lr_factor", 1.0)
             nan_events = resume_state.get("nan_events", 0)
             gen.set_state(resume_state["generator"])
+        if drift_fit is not None:
+            history["drift_basis"] = drift_fit.summary()
 
+        # a fixed epoch, not a fraction of the planned ones, so a resumed run does the same
+        reweight_epoch = cfg.reweight_after - 1 if cfg.reweight_after else -1
         show = (progress if progress is not None else True) and lead
         bar = None
         if show:
@@ -667,6 +713,12 @@ def fit(
                             stacklevel=2,
                         )
                     continue
+                refit = _reweight_drift(model, prep, cfg) if epoch == reweight_epoch else None
+                if refit is not None:
+                    model_config = model.config
+                    history["drift_basis"] = refit.summary()
+                    # the old best weights hold the old drift (maybe of another degree)
+                    best_val, best_state = math.inf, _state_to_cpu(model.state_dict())
                 val_sum, train_sum = _all_reduce(
                     [_nll_sum(model, tv0, tv1), float(run_loss)], device, dctx
                 )
@@ -680,6 +732,11 @@ def fit(
                 history["val_nll"].append(val_nll)
                 history["lr"].append(opt.param_groups[0]["lr"])
                 history["seconds"].append(elapsed)
+                if lead and cfg.kstep_every and (epoch + 1) % cfg.kstep_every == 0:
+                    score = _kstep(model, prep, cfg)
+                    if score is not None:
+                        history.setdefault("val_kstep_epoch", []).append(epoch)
+                        history.setdefault("val_kstep", []).append(score["score"])
                 if math.isfinite(val_nll) and val_nll < best_val - 1e-4:
                     best_val, best_state, best_epoch = (
                         val_nll,
@@ -734,6 +791,8 @@ def fit(
                 bar.close()
         model.load_state_dict(best_state)
         model.eval()
+        if lead and cfg.kstep_every:
+            history["kstep"] = _kstep(model, prep, cfg)
         history["stop_reason"] = stop_reason
         history["best_epoch"] = best_epoch
         history["best_val_nll"] = best_val
@@ -753,6 +812,43 @@ def fit(
             "world_size": dctx.world,
         }
         return model
+
+
+def _kstep(model: FlowMap, prep: _Prepared, cfg: TrainConfig) -> dict | None:
+    """The multi-step validation score (None without validation bursts)."""
+    from .model.score import kstep_score
+
+    if prep.val_bursts is None:
+        return None
+    x, lengths = prep.val_bursts
+    if int(lengths.max()) < 2:
+        return None
+    return kstep_score(model, x, lengths, seed=cfg.seed)
+
+
+def _fit_basis_drift(config: ModelConfig, prep: _Prepared, cfg: TrainConfig):
+    """The closed-form drift of a ``drift="basis"`` model from the training pairs, or None."""
+    from .model.basis import fit_drift
+
+    if not config.uses_basis or prep.drift_sample is None:
+        return None
+    x0, x1, groups = prep.drift_sample
+    return fit_drift(x0, x1, prep.dt, groups, degree=config.basis_degree, seed=cfg.seed)
+
+
+def _reweight_drift(model: FlowMap, prep: _Prepared, cfg: TrainConfig):
+    """Refit a basis drift weighted by the model's learned conditional variance (the degree
+    is chosen again) and store it in the model; returns the fit (None: nothing to do)."""
+    from .model.basis import fit_drift
+
+    if not model.config.uses_basis or prep.drift_sample is None:
+        return None
+    x0, x1, groups = prep.drift_sample
+    var = model.conditional_variance(x0)
+    weights = 1.0 / np.maximum(var, 1e-12 * var.mean(0))
+    fit = fit_drift(x0, x1, prep.dt, groups, weights=weights, seed=cfg.seed)
+    model.set_drift(fit)
+    return fit
 
 
 CHECKPOINT_FORMAT = "slowflow-checkpoint"

@@ -9,6 +9,7 @@ from ..errors import ConfigError
 FLOWS = ("maf", "nsf", "coupling", "gaussian")
 ACTIVATIONS = ("tanh", "relu", "elu", "silu")
 PARAMETRIZATIONS = ("direct", "increment")
+DRIFTS = ("basis", "network")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,15 @@ class ModelConfig:
         Standardize the condition x_n with the training statistics.
     affine_hidden:
         Hidden widths of the (m, L) network (``"increment"`` only).
+    drift:
+        Where the conditional mean comes from (``"increment"`` only). ``"basis"``: a drift
+        a(x) fitted in closed form by weighted least squares on a Legendre basis whose
+        degree is chosen by cross-validation on whole trajectories
+        (:mod:`slowflow.model.basis`); the location is then x + Delta a(x), and the
+        network learns only the scale (the flow, the residual's shape). ``"network"``: the
+        location is learned by the network with the likelihood (slowflow <= 0.1).
+    basis_degree:
+        Total degree of the drift basis; None chooses it from the data when fitting.
     """
 
     flow: str = "nsf"
@@ -45,6 +55,8 @@ class ModelConfig:
     parametrization: str = "increment"
     standardize: bool = True
     affine_hidden: tuple[int, ...] = (64, 64)
+    drift: str = "basis"
+    basis_degree: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -65,6 +77,17 @@ class ModelConfig:
             raise ConfigError("hidden layer widths must be >= 1")
         if self.bins < 2:
             raise ConfigError(f"bins must be >= 2, got {self.bins}")
+        if self.drift not in DRIFTS:
+            raise ConfigError(f"drift must be one of {DRIFTS}, got {self.drift!r}")
+        if self.basis_degree is not None and (
+            int(self.basis_degree) != self.basis_degree or not 0 <= self.basis_degree <= 12
+        ):
+            raise ConfigError(f"basis_degree must be an integer in 0..12, got {self.basis_degree!r}")
+
+    @property
+    def uses_basis(self) -> bool:
+        """True when the conditional mean is the closed-form basis drift."""
+        return self.parametrization == "increment" and self.drift == "basis"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -78,6 +101,8 @@ class ModelConfig:
         unknown = set(d) - names
         if unknown:
             raise ConfigError(f"unknown model config field(s) {sorted(unknown)}")
+        if "drift" not in d:  # files written before the basis drift learned the mean
+            d = {**d, "drift": "network"}
         return cls(**d)
 
 
@@ -92,11 +117,15 @@ PRESETS: dict[str, ModelConfig] = {
         activation="tanh",
         parametrization="direct",
         standardize=False,
+        drift="network",
     ),
     "maf": ModelConfig(flow="maf", transforms=5, hidden=(64, 64)),
     "nsf": ModelConfig(flow="nsf", transforms=3, hidden=(64, 64), bins=8),
     "coupling": ModelConfig(flow="coupling", transforms=3, hidden=(64, 64), bins=8),
     "gaussian": ModelConfig(flow="gaussian", transforms=0),
+    # slowflow 0.1's default: the same conditional Gaussian with the network's mean, for
+    # drifts that no polynomial of modest degree follows (and for comparisons)
+    "network": ModelConfig(flow="gaussian", transforms=0, drift="network"),
 }
 DEFAULT_PRESET = "gaussian"
 

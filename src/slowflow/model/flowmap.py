@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 from functools import partial
 
+import numpy as np
 import torch
 import zuko
 from torch import Tensor, nn
 from torch.distributions import Distribution, Transform, constraints
 
+from ..errors import ConfigError
+from .basis import exponents, features_torch
 from .config import ModelConfig
 
 _ACT = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
@@ -115,13 +118,55 @@ class FlowMap(nn.Module):
         self.register_buffer("x_hi", torch.full((dim,), math.inf))
         self.flow = _zuko_flow(config, self.dim)
         self.affine = None
+        if config.uses_basis:
+            self._init_basis(config)
         if config.parametrization == "increment":
-            n_out = self.dim + self.dim * (self.dim + 1) // 2
+            n_out = self.dim * (self.dim + 1) // 2 + (0 if config.uses_basis else self.dim)
             self.affine = _mlp(self.dim, n_out, config.affine_hidden, config.activation)
         if self.flow is not None and config.parametrization == "increment":
             _identity_init(self.flow)
         self.register_buffer("_zeros", torch.zeros(dim))
         self.gaussian_only = False  # bypass the flow (used to warm up the affine stage)
+
+    def _init_basis(self, config: ModelConfig) -> None:
+        """Buffers of the closed-form drift a(x) = coef^T phi(x), zero until
+        :meth:`set_drift` stores a fit (``basis_degree`` None: a constant, until then)."""
+        expo = torch.as_tensor(exponents(self.dim, int(config.basis_degree or 0)))
+        p = expo.shape[0]
+        self.register_buffer("basis_expo", expo)
+        self.register_buffer("basis_lo", torch.full((self.dim,), -1.0))
+        self.register_buffer("basis_hi", torch.full((self.dim,), 1.0))
+        self.register_buffer("basis_coef", torch.zeros(p, self.dim))
+        # per component, the covariance of its coefficients (the estimator's error bars)
+        self.register_buffer("basis_cov", torch.zeros(self.dim, p, p, dtype=torch.float64))
+
+    def set_drift(self, fit) -> None:
+        """Store a fitted :class:`~slowflow.model.basis.DriftFit` (of any degree: the
+        buffers and ``config.basis_degree`` follow it)."""
+        if not self.config.uses_basis:
+            raise ConfigError("this model's drift is a network, not a basis")
+        device = self.basis_coef.device
+        if int(fit.degree) != self.config.basis_degree:
+            from dataclasses import replace
+
+            self.config = replace(self.config, basis_degree=int(fit.degree))
+            self._init_basis(self.config)
+        for name, value in (("basis_lo", fit.lo), ("basis_hi", fit.hi), ("basis_coef", fit.coef)):
+            setattr(self, name, torch.as_tensor(value, dtype=torch.float32, device=device))
+        self.basis_expo = self.basis_expo.to(device)
+        self.basis_cov = torch.as_tensor(fit.component_cov(), dtype=torch.float64, device=device)
+
+    def basis_drift_se(self, x) -> torch.Tensor:
+        """Standard error (n, d) of the closed-form drift at points x (n, d), float64."""
+        x = torch.as_tensor(x, dtype=torch.float64, device=self.basis_cov.device)
+        phi = features_torch(x, self.basis_lo.double(), self.basis_hi.double(), self.basis_expo)
+        var = torch.einsum("np,ipq,nq->ni", phi, self.basis_cov, phi)
+        return var.clamp_min(0.0).sqrt()
+
+    def basis_drift(self, x: Tensor) -> Tensor:
+        """The closed-form drift a(x), shape of ``x``."""
+        phi = features_torch(x, self.basis_lo, self.basis_hi, self.basis_expo)
+        return phi @ self.basis_coef
 
     def set_statistics(self, x_mean, x_std, d_mean, d_std) -> None:
         """Store standardization statistics (tensors or arrays of shape (dim,))."""
@@ -141,10 +186,14 @@ class FlowMap(nn.Module):
     def _affine_transform(self, x: Tensor, c: Tensor) -> TriangularAffine:
         d = self.dim
         out = self.affine(c)
-        m, rest = out[..., :d], out[..., d:]
+        if self.config.uses_basis:
+            rest = out
+            loc = x + self.dt.to(x.dtype) * self.basis_drift(x)
+        else:
+            m, rest = out[..., :d], out[..., d:]
+            loc = x + self.d_mean + self.d_std * m
         log_diag = _soft_bound(rest[..., :d], _LOG_SCALE_MIN, _LOG_SCALE_MAX)
         diag = log_diag.exp()
-        loc = x + self.d_mean + self.d_std * m
         if d == 1:
             return TriangularAffine(loc, None, self.d_std * diag)
         off = rest[..., d:]
@@ -153,6 +202,23 @@ class FlowMap(nn.Module):
         tril = _fill_offdiag(tril, off, rows, cols)
         tril = self.d_std.unsqueeze(-1) * tril
         return TriangularAffine(loc, tril, self.d_std * diag)
+
+    @torch.no_grad()
+    def conditional_variance(self, x, batch: int = 65536):
+        """Diagonal (n, d) of the affine stage's conditional covariance L L^T at points x
+        (n, d), as a float64 array: the one-step law's variance for the Gaussian preset,
+        the scale that the flow then shapes for the others (increment parametrization)."""
+        if self.affine is None:
+            raise ConfigError("conditional_variance needs the increment parametrization")
+        x = np.asarray(x)
+        device = self.x_mean.device
+        out = []
+        for i in range(0, x.shape[0], batch):
+            xt = torch.as_tensor(x[i : i + batch], dtype=torch.float32, device=device)
+            t = self._affine_transform(xt, self.context(xt))
+            var = t.diag**2 if t.tril is None else (t.tril**2).sum(-1)
+            out.append(var.double().cpu().numpy())
+        return np.concatenate(out)
 
     def forward(self, x: Tensor) -> Distribution:
         """The conditional law of x_{n+1} given x_n, batch shape ``x.shape[:-1]``."""
@@ -196,9 +262,14 @@ def _fill_offdiag(tril: Tensor, off: Tensor, rows: Tensor, cols: Tensor) -> Tens
     return tril
 
 
-def build_model(config: ModelConfig, dim: int, dt: float = 1.0) -> FlowMap:
-    """A fresh model for ``dim`` slow variables at observation step ``dt``."""
-    return FlowMap(dim, config, dt)
+def build_model(config: ModelConfig, dim: int, dt: float = 1.0, drift_fit=None) -> FlowMap:
+    """A fresh model for ``dim`` slow variables at observation step ``dt``; with
+    ``drift="basis"`` the fitted drift ``drift_fit`` (a
+    :class:`~slowflow.model.basis.DriftFit`) sets the basis degree and coefficients."""
+    model = FlowMap(dim, config, dt)
+    if config.uses_basis and drift_fit is not None:
+        model.set_drift(drift_fit)
+    return model
 
 
 def gaussian_nll_floor(d_std: Tensor) -> float:

@@ -1,0 +1,181 @@
+"""How faithful are long rollouts? W1/floor of every model on every example, over seeds.
+
+For each example (the paper's five and the ``ring`` system with ell = 5) and each seed,
+this runs the full-size reproduction (:func:`slowflow.reproduce.reproduce_example`: 10,000
+training bursts of T = 1 at Delta = 0.01, a 2.5-minute training budget, 10,000-path
+rollouts from the paper's start over its horizon, two independent 10,000-path reference
+ensembles, 1,000 held-out bursts). A seed changes the training bursts, the network's
+initialisation, the rollout noise and both reference ensembles. Recorded per example,
+model and component: W1/floor of every seed with median, range and max/min spread, the
+held-out NLL, the held-out k-step score (:func:`slowflow.model.score.kstep_score`, lower
+is better), training seconds, rollout throughput and the calibration verdict.
+
+Models: any of ``reproduce --models`` (``default``, ``coupling``, ``paper``, ``km``,
+``sfi`` (force inference, needs ``pip install slowflow[baselines]``), ``averaged``).
+
+Usage::
+
+    python benchmarks/accuracy.py [--examples ex4.1,...,ring5] [--models default,km,averaged]
+        [--seeds 0,1,2] [--runs DIR] [--out DIR]
+
+Stages are cached under ``--runs`` (default ``benchmarks/results/accuracy_runs``), so an
+interrupted run resumes; use a fresh ``--runs`` after changing the code. Writes
+``accuracy.json``, ``accuracy.md`` (the table) and ``accuracy.png`` to ``--out`` (default
+``benchmarks/results``). Run on a quiet machine: the training budget is wall-clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import RESULTS, machine, write_json
+from slowflow.reproduce import PAPER_EXAMPLES, ReproduceConfig, reproduce_example
+from slowflow.systems import get_system
+from slowflow.systems.ring import make_ring
+
+
+def _system(name: str):
+    """``ringN`` is the ring system with ell = N slow and 10 N fast variables."""
+    if name.startswith("ring") and name[4:].isdigit():
+        ell = int(name[4:])
+        return make_ring(ell, 10 * ell)
+    return get_system(name)
+
+
+def _rows(per_seed: dict, seeds: list[int]) -> list[dict]:
+    rows = []
+    first = per_seed[seeds[0]]
+    for ex, res in first.items():
+        for model in res["models"]:
+            entries = [per_seed[s][ex]["models"].get(model) for s in seeds]
+            if any(e is None or "w1" not in e for e in entries):
+                continue
+            ratios = np.array([e["w1"]["ratio_time_avg"] for e in entries], dtype=float)
+            for c in range(ratios.shape[1]):
+                vals = ratios[:, c].tolist()
+                rows.append(
+                    {
+                        "example": ex,
+                        "model": model,
+                        "component": c,
+                        "seeds": seeds,
+                        "w1_over_floor": vals,
+                        "median": statistics.median(vals),
+                        "min": min(vals),
+                        "max": max(vals),
+                        "spread": max(vals) / min(vals),
+                        "heldout_nll": [e.get("heldout_nll") for e in entries],
+                        "heldout_kstep": [e.get("heldout_kstep") for e in entries],
+                        "train_seconds": [e.get("train_seconds") for e in entries],
+                        "rollout_path_steps_per_s": [
+                            e.get("rollout_path_steps_per_s") for e in entries
+                        ],
+                        "calibrated": [
+                            None if "calibration" not in e else e["calibration"]["calibrated"]
+                            for e in entries
+                        ],
+                    }
+                )
+    return rows
+
+
+def _fmt(values, spec: str) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    return format(statistics.median(vals), spec)
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per example, model and component."""
+    out = [
+        "| example | model | x | W1/floor median | range | max/min | held-out NLL | "
+        "k-step score | train s | calibrated |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cal = [c for c in r["calibrated"] if c is not None]
+        verdict = "-" if not cal else f"{sum(cal)}/{len(cal)}"
+        out.append(
+            f"| {r['example']} | {r['model']} | x{r['component'] + 1} | {r['median']:.2f} | "
+            f"{r['min']:.2f}-{r['max']:.2f} | {r['spread']:.2f} | "
+            f"{_fmt(r['heldout_nll'], '.4f')} | {_fmt(r['heldout_kstep'], '.4f')} | "
+            f"{_fmt(r['train_seconds'], '.0f')} | {verdict} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def figure(rows: list[dict]):
+    """W1/floor per example and model: the median as a dot, the seeds' range as a bar."""
+    from matplotlib.figure import Figure
+
+    examples = list(dict.fromkeys(r["example"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig = Figure(figsize=(1.6 + 1.3 * len(examples), 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(models))
+    for j, model in enumerate(models):
+        xs, med, lo, hi = [], [], [], []
+        for i, ex in enumerate(examples):
+            sel = [r for r in rows if r["example"] == ex and r["model"] == model]
+            for c, r in enumerate(sel):
+                xs.append(i + (j - (len(models) - 1) / 2) * width + 0.08 * c)
+                med.append(r["median"])
+                lo.append(r["median"] - r["min"])
+                hi.append(r["max"] - r["median"])
+        if xs:
+            ax.errorbar(xs, med, yerr=[lo, hi], fmt="o", ms=4, capsize=2, label=model)
+    ax.axhline(1.0, color="k", lw=0.8, ls=":")
+    ax.axhline(1.5, color="grey", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(examples)), examples)
+    ax.set_ylabel("W1 / noise floor (median, range over seeds)")
+    ax.legend(fontsize=8, ncol=min(4, len(models)))
+    return fig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--examples", default=",".join([*PAPER_EXAMPLES, "ring5"]))
+    ap.add_argument("--models", default="default,km,averaged")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--runs", default=str(RESULTS / "accuracy_runs"))
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    models = tuple(args.models.split(","))
+    t0 = time.perf_counter()
+    per_seed: dict = {s: {} for s in seeds}
+    for seed in seeds:
+        for ex in args.examples.split(","):
+            cfg = ReproduceConfig(seed=seed, models=models)
+            res = reproduce_example(_system(ex), Path(args.runs) / f"seed{seed}", cfg)
+            per_seed[seed][ex] = res
+            for m, e in res["models"].items():
+                print(
+                    f"seed {seed} {ex:8s} {m:9s} W1/floor "
+                    + " ".join(f"{v:.2f}" for v in e["w1"]["ratio_time_avg"])
+                    + f"  train s {e.get('train_seconds') or 0:.0f}",
+                    flush=True,
+                )
+    rows = _rows(per_seed, seeds)
+    out = Path(args.out) if args.out else RESULTS
+    payload = {
+        "machine": machine(),
+        "settings": vars(args),
+        "seconds": time.perf_counter() - t0,
+        "rows": rows,
+    }
+    print(f"wrote {write_json('accuracy', payload, out)}")
+    (out / "accuracy.md").write_text(table(rows))
+    figure(rows).savefig(out / "accuracy.png", dpi=120)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

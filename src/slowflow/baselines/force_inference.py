@@ -1,0 +1,338 @@
+"""Stochastic Force Inference baseline: polynomial drift and diffusion fitted by SFI.
+
+Stochastic Force Inference (SFI; Frishman & Ronceray, "Learning force fields from
+stochastic trajectories", Phys. Rev. X 10, 021009, 2020) is the classical tool for
+inferring an overdamped Langevin model from trajectories. It projects the increments on a
+basis of functions: here, SFI's standard recipe with the ``stochasticforceinference``
+package (import name ``SFI``):
+
+1. ``OverdampedLangevinInference.compute_diffusion_constant(method)``: the average
+   diffusion (normalizes the force moments) and SFI's localization-noise estimate Lambda;
+2. ``infer_force_linear(monomials_up_to(order, rank="vector"), preset=preset)``: the Ito
+   drift as a linear combination of the monomials of total degree <= ``order`` (default
+   3), by linear regression of the increments on the basis;
+3. ``infer_diffusion_linear(monomials_up_to(diffusion_order, rank="matrix"), M_mode)``: a
+   state-dependent symmetric diffusion matrix on the monomials of degree <=
+   ``diffusion_order`` (default 2; 0 keeps the constant of step 1).
+
+Estimators (``preset``). The default ``"clean"`` is SFI's estimator for data without
+measurement noise: Ito moments with the trapeze Gram (Amiri et al.) for the drift and the
+weak-noise stencil ``(dX_{t+1} - dX_t)^2 / (4 dt)`` (drift cancels to O(dt^2)) for the
+diffusion. ``"robust"`` is the noise-robust one (Stratonovich moments, shifted Gram,
+Vestergaard-Blainey-Flyvbjerg diffusion stencil, which carries an O(F^2 dt) drift bias);
+``"auto"`` is SFI's own default, ``"robust"`` when the noise estimate Tr(Lambda) > 0 and
+``"clean"`` otherwise: on clean data the sign of that estimate is a coin flip (it is
+-<dX_t dX_{t-1}>/2, of order F^2 dt^2), which is why it is not the default here. ``"KM"``
+is plain least squares of dX/dt on the basis (rectangle Gram) with the weak-noise
+diffusion.
+
+Diffusion convention. SFI writes the SDE as ``dx = F(x) dt + sqrt(2 D(x)) dW``; slowflow's
+diffusion is ``Sigma(x) = Cov[increment | x] / dt``, so ``Sigma = 2 D``.
+:meth:`ForceInference.coefficients` returns ``Sigma`` (slowflow's convention), like the
+Kramers-Moyal baseline.
+
+Many short bursts. An SFI ``TrajectoryDataset`` holds an array ``(T, N, d)`` of ``N``
+particles observed at the same ``T`` times; with a single-particle basis (monomials of the
+particle's own coordinates) the particles are independent, identically distributed copies
+of the process. slowflow's bursts are therefore passed as the ``N`` particles of one
+dataset (burst ``i`` = particle ``i``, observation ``k`` = frame ``k``), so SFI forms
+increments only along each burst and vectorizes over all of them. Ragged bursts (trailing
+NaN padding) get a ``(T, N)`` validity mask (padding filled with 0, never read): SFI only
+uses rows whose every frame (both ends of an increment, the three frames of a diffusion
+stencil) is valid. A list of one dataset per burst would also be correct, but SFI loops
+over datasets in Python ("no cross-dataset vectorization"): 10^4 separate small passes.
+
+The fitted fields are polynomials; after the fit they are re-expressed exactly (least
+squares on sample points, checked to round-off) on slowflow's own monomial table, so the
+fitted object is plain numpy: evaluating and simulating need neither SFI nor JAX.
+Rollouts use Euler-Maruyama at the data's step (optionally with substeps); a polynomial
+drift can diverge outside the data's range, and such paths become non-finite rather than
+raising.
+
+Requirements: the optional extra ``pip install 'slowflow[baselines]'`` (installs
+``stochasticforceinference``, which brings JAX). SFI is imported only when fitting. If JAX
+has not been imported yet, fitting sets the environment variable ``JAX_PLATFORMS=cpu``
+(only when it is unset), so that JAX neither probes for nor warns about accelerators; the
+fit itself runs inside ``jax.enable_x64()`` (float64, scoped: JAX's global precision
+setting is unchanged afterwards).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..data import Trajectories
+from ..errors import ConfigError
+
+_MISSING_SFI = (
+    "force inference needs the optional package stochasticforceinference: "
+    "pip install 'slowflow[baselines]'"
+)
+_PRESETS = ("auto", "clean", "robust", "KM", "legacy-sfi-v1.0")
+
+
+def _exponents(dim: int, order: int) -> np.ndarray:
+    """Exponents (F, dim) of all monomials of total degree <= order, by degree."""
+    rows = [
+        alpha
+        for deg in range(order + 1)
+        for alpha in itertools.product(range(deg + 1), repeat=dim)
+        if sum(alpha) == deg
+    ]
+    return np.array(rows, dtype=np.int64).reshape(-1, dim)
+
+
+def _features(z: np.ndarray, exps: np.ndarray) -> np.ndarray:
+    """Monomials z^alpha, (n, F), for z (n, dim)."""
+    out = np.ones((z.shape[0], exps.shape[0]))
+    for j in range(z.shape[1]):
+        p = exps[:, j]
+        if p.any():
+            out *= z[:, j : j + 1] ** p[None, :]
+    return out
+
+
+@dataclass
+class ForceInference:
+    """Drift and diffusion inferred by Stochastic Force Inference, as polynomials.
+
+    With ``z = (x - center) / scale``, the drift is ``features(z, drift_exponents) @
+    drift_coef`` ((n, d)) and the diffusion ``Sigma = 2 D`` (slowflow's convention,
+    ``Cov[increment]/dt``) is ``features(z, diffusion_exponents) @ diffusion_coef``
+    ((n, d, d)). Build it with :func:`fit_force_inference` / :meth:`ForceInference.fit`.
+    """
+
+    center: np.ndarray
+    scale: np.ndarray
+    drift_exponents: np.ndarray
+    drift_coef: np.ndarray
+    diffusion_exponents: np.ndarray
+    diffusion_coef: np.ndarray
+    dt: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.center.shape[0])
+
+    @classmethod
+    def fit(
+        cls,
+        data: Trajectories,
+        order: int = 3,
+        diffusion_order: int = 2,
+        preset: str = "clean",
+        max_memory_gb: float = 1.0,
+    ) -> ForceInference:
+        """Same as :func:`fit_force_inference`."""
+        return fit_force_inference(
+            data,
+            order=order,
+            diffusion_order=diffusion_order,
+            preset=preset,
+            max_memory_gb=max_memory_gb,
+        )
+
+    def _z(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(-1, self.dim)
+        return (x - self.center) / self.scale
+
+    def drift(self, x) -> np.ndarray:
+        """Ito drift (n, d) at points x (n, d)."""
+        return _features(self._z(x), self.drift_exponents) @ self.drift_coef
+
+    def diffusion(self, x) -> np.ndarray:
+        """Diffusion Sigma = 2 D = Cov[increment]/dt, (n, d, d), at points x (n, d)."""
+        d = self.dim
+        phi = _features(self._z(x), self.diffusion_exponents)
+        return (phi @ self.diffusion_coef.reshape(phi.shape[1], d * d)).reshape(-1, d, d)
+
+    def coefficients(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """Drift (n, d) and diffusion Sigma = 2 D (n, d, d) at points x (n, d)."""
+        return self.drift(x), self.diffusion(x)
+
+    def _noise_factor(self, sigma: np.ndarray) -> np.ndarray:
+        """Cholesky factors of Sigma after clipping negative eigenvalues, plus a jitter."""
+        d = self.dim
+        if d == 1:
+            return np.sqrt(np.clip(sigma, 0.0, None))
+        sym = 0.5 * (sigma + np.swapaxes(sigma, -1, -2))
+        w, v = np.linalg.eigh(sym)
+        w = np.clip(w, 0.0, None)
+        jitter = 1e-10 * np.maximum(w.max(-1), 1e-300)
+        psd = np.einsum("nij,nj,nkj->nik", v, w, v) + jitter[:, None, None] * np.eye(d)
+        return np.linalg.cholesky(psd)
+
+    def simulate(
+        self, x0, n_steps: int, n_paths: int | None = None, seed: int = 0, substeps: int = 1
+    ) -> np.ndarray:
+        """Euler-Maruyama rollout at the data's step, (n_paths, n_steps + 1, d).
+
+        ``x0`` is one start (d,) broadcast to ``n_paths`` paths, or starts (n, d). A fitted
+        diffusion that is not positive semidefinite somewhere is clipped to its PSD part;
+        paths that leave the range where the polynomial drift is stable become non-finite.
+        """
+        x0 = np.asarray(x0, dtype=np.float64)
+        if x0.ndim <= 1:
+            if n_paths is None:
+                raise ConfigError("n_paths is needed with a single start")
+            x = np.broadcast_to(x0.reshape(1, -1), (int(n_paths), x0.size)).copy()
+        else:
+            x = x0.reshape(x0.shape[0], -1).copy()
+        if x.shape[1] != self.dim:
+            raise ConfigError(f"x0 has d={x.shape[1]} but the estimator has d={self.dim}")
+        if int(substeps) < 1:
+            raise ConfigError(f"substeps must be >= 1, found {substeps}")
+        rng = np.random.default_rng(seed)
+        out = np.empty((x.shape[0], int(n_steps) + 1, self.dim))
+        out[:, 0] = x
+        h = self.dt / int(substeps)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for k in range(int(n_steps)):
+                for _ in range(int(substeps)):
+                    z = rng.standard_normal(x.shape)
+                    ok = np.isfinite(x).all(1)
+                    if ok.all():
+                        a, s = self.coefficients(x)
+                        noise = np.einsum("nij,nj->ni", self._noise_factor(s), z)
+                        x = x + a * h + np.sqrt(h) * noise
+                    else:
+                        a, s = self.coefficients(x[ok])
+                        noise = np.einsum("nij,nj->ni", self._noise_factor(s), z[ok])
+                        x[ok] = x[ok] + a * h + np.sqrt(h) * noise
+                        x[~ok] = np.nan
+                out[:, k + 1] = x
+        return out
+
+    def sampler(self):
+        """The sampler protocol of :func:`slowflow.evaluate.calibration.check_calibration`."""
+
+        def sample(starts, n_steps, seed):
+            return self.simulate(starts, n_steps, seed=seed)
+
+        return sample
+
+
+def _import_sfi():
+    """Import SFI (and JAX) lazily, on the CPU unless the user chose otherwise."""
+    import sys
+
+    if "jax" not in sys.modules:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    try:
+        import jax
+        import SFI
+        from SFI.bases import monomials_up_to
+    except ImportError as exc:
+        raise ConfigError(_MISSING_SFI) from exc
+    return jax, SFI, monomials_up_to
+
+
+def _project(field_values: np.ndarray, phi: np.ndarray, what: str) -> np.ndarray:
+    """Coefficients c with phi @ c = field_values, checked to be exact (a polynomial)."""
+    coef, *_ = np.linalg.lstsq(phi, field_values, rcond=None)
+    resid = np.abs(phi @ coef - field_values).max()
+    size = max(float(np.abs(field_values).max()), 1e-300)
+    if not resid <= 1e-6 * size:
+        raise RuntimeError(
+            f"force inference: the fitted {what} is not a polynomial of the expected order "
+            f"(relative residual {resid / size:.2e})"
+        )
+    return coef
+
+
+def fit_force_inference(
+    data: Trajectories,
+    order: int = 3,
+    diffusion_order: int = 2,
+    preset: str = "clean",
+    max_memory_gb: float = 1.0,
+) -> ForceInference:
+    """Fit drift (monomials of degree <= ``order``) and diffusion (degree <=
+    ``diffusion_order``) to ``data`` with SFI; see the module docstring for the recipe.
+
+    ``preset`` selects SFI's estimators (``"clean"``, default, for data without
+    measurement noise; ``"robust"``; ``"auto"``; ``"KM"``; ``"legacy-sfi-v1.0"``: see the
+    module docstring); ``max_memory_gb`` is SFI's batch-memory budget.
+    Raises :class:`~slowflow.errors.ConfigError` if SFI is not installed or an argument is
+    invalid.
+    """
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
+        raise ConfigError(f"force inference: order must be an integer >= 1, found {order!r}")
+    if (
+        isinstance(diffusion_order, bool)
+        or not isinstance(diffusion_order, (int, np.integer))
+        or diffusion_order < 0
+    ):
+        raise ConfigError(
+            f"force inference: diffusion_order must be an integer >= 0, found {diffusion_order!r}"
+        )
+    if preset not in _PRESETS:
+        raise ConfigError(
+            f"force inference: preset must be one of {', '.join(_PRESETS)}, found {preset!r}"
+        )
+    if data.n_obs < 3:
+        raise ConfigError("force inference needs trajectories of at least 3 observations")
+    jax, SFI, monomials_up_to = _import_sfi()
+    # diffusion estimator paired with the force preset as SFI's "auto" pairs them
+    d_mode = {"auto": "auto", "robust": "noisy", "legacy-sfi-v1.0": "noisy"}.get(
+        preset, "WeakNoise"
+    )
+
+    d = data.dim
+    valid = ~np.isnan(data.x[..., 0])  # (n_traj, n_obs); padding is whole NaN rows
+    pts = data.x[valid]
+    center = pts.mean(0)
+    scale = pts.std(0)
+    scale = np.where(scale > 0, scale, 1.0)
+    # bursts as the N independent "particles" of one SFI dataset: X (T, N, d), mask (T, N)
+    X = np.swapaxes(np.where(valid[..., None], data.x, 0.0), 0, 1)
+    mask = None if valid.all() else np.ascontiguousarray(valid.T)
+
+    # sample points for re-expressing the fitted polynomials (in the data's range)
+    rng = np.random.default_rng(0)
+    n_eval = min(len(pts), 2000)
+    P = pts[rng.choice(len(pts), size=n_eval, replace=False)]
+    drift_exps = _exponents(d, int(order))
+    diff_exps = _exponents(d, int(diffusion_order))
+
+    with jax.enable_x64(True):
+        coll = SFI.TrajectoryCollection.from_arrays(X=X, dt=float(data.dt), mask=mask)
+        inf = SFI.OverdampedLangevinInference(coll, max_memory_gb=max_memory_gb)
+        inf.compute_diffusion_constant(method=d_mode)
+        inf.infer_force_linear(monomials_up_to(int(order), dim=d, rank="vector"), preset=preset)
+        if diffusion_order > 0:
+            inf.infer_diffusion_linear(
+                monomials_up_to(int(diffusion_order), dim=d, rank="matrix"), M_mode=d_mode
+            )
+        F_P = np.asarray(inf.force_inferred(P), dtype=np.float64).reshape(n_eval, d)
+        D_P = np.asarray(inf.diffusion_inferred(P), dtype=np.float64).reshape(n_eval, d, d)
+
+    Sigma_P = 2.0 * D_P  # SFI: dx = F dt + sqrt(2D) dW; slowflow: Sigma = Cov/dt = 2D
+    zP = (P - center) / scale
+    drift_coef = _project(F_P, _features(zP, drift_exps), "drift")
+    diff_coef = _project(
+        Sigma_P.reshape(n_eval, d * d), _features(zP, diff_exps), "diffusion"
+    ).reshape(-1, d, d)
+    info = {
+        "order": int(order),
+        "diffusion_order": int(diffusion_order),
+        "lambda_trace": float(inf.Lambda_trace),
+        "sfi_version": getattr(SFI, "__version__", "unknown"),
+        **{k: v for k, v in inf.metadata.items() if isinstance(v, (str, int, float))},
+    }
+    return ForceInference(
+        center=center,
+        scale=scale,
+        drift_exponents=drift_exps,
+        drift_coef=drift_coef,
+        diffusion_exponents=diff_exps,
+        diffusion_coef=diff_coef,
+        dt=float(data.dt),
+        info=info,
+    )

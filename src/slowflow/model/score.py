@@ -1,0 +1,115 @@
+"""Multi-step held-out scores of a learned map: what one-step likelihood cannot see.
+
+A drift error of 10 % moves the one-step negative log-likelihood by ~3e-5 nats at
+Delta = 0.01, far below its noise; after k steps the same error has shifted the forecast
+k times as far while the noise has grown like sqrt(k). :func:`kstep_score` starts the model
+at observed states x_n of held-out bursts, simulates an ensemble of ``members`` paths for
+each start, and scores the ensembles at leads k = 1, 2, 4, ... up to the bursts' length
+against the observed x_{n+k}:
+
+* ``crps``: the fair ensemble CRPS per lead and component (lower is better; a proper score,
+  sensitive to both the location and the spread of the k-step law);
+* ``mean_sq``: the squared error of the ensemble mean per lead and component, with the
+  ensemble's own sampling variance subtracted (an unbiased estimate of
+  E[(E_model[x_{n+k}] - x_{n+k})^2], whose excess over the data's noise is the k-step bias).
+
+``score`` is the CRPS summed over components and averaged over leads, each lead's CRPS
+divided by that lead's observed increment spread so that long leads do not dominate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+
+def sample_with(dist, generator: torch.Generator) -> torch.Tensor:
+    """One draw of a zuko NormalizingFlow with an explicit ``torch.Generator``."""
+    base = dist.base
+    shape = base.batch_shape + base.event_shape
+    z = torch.randn(shape, generator=generator, device=base.mean.device, dtype=base.mean.dtype)
+    return dist.transform.inv(base.mean + base.stddev * z)
+
+
+def leads_for(max_lead: int) -> list[int]:
+    """1, 2, 4, ... below ``max_lead``, and ``max_lead`` itself."""
+    out, k = [], 1
+    while k < max_lead:
+        out.append(k)
+        k *= 2
+    return [*out, int(max_lead)]
+
+
+def windows(x: np.ndarray, lengths: np.ndarray, max_lead: int, n_starts: int, seed: int):
+    """Random windows of held-out bursts: starts (S, d) and observations (S, max_lead, d)
+    at leads 1..max_lead, never across the end of a burst."""
+    ok = np.flatnonzero(lengths - 1 >= max_lead)
+    if ok.size == 0:
+        raise ConfigError(f"no held-out trajectory is longer than {max_lead} steps")
+    rng = np.random.default_rng(seed)
+    traj = rng.choice(ok, size=n_starts)
+    start = rng.integers(0, lengths[traj] - max_lead)
+    idx = start[:, None] + np.arange(max_lead + 1)[None, :]
+    w = x[traj[:, None], idx]  # (S, max_lead + 1, d)
+    return w[:, 0], w[:, 1:]
+
+
+def _crps(ens: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+    """Fair ensemble CRPS, ens (M, S, d), obs (S, d) -> (S, d)."""
+    m = ens.shape[0]
+    err = (ens - obs).abs().mean(0)
+    srt = torch.sort(ens, dim=0).values
+    w = (2.0 * torch.arange(1, m + 1, device=ens.device, dtype=ens.dtype) - m - 1).view(-1, 1, 1)
+    return err - (w * srt).sum(0) / (m * (m - 1))
+
+
+@torch.no_grad()
+def kstep_score(
+    model,
+    x: np.ndarray,
+    lengths: np.ndarray,
+    max_lead: int = 100,
+    n_starts: int = 500,
+    members: int = 16,
+    seed: int = 0,
+) -> dict:
+    """Multi-step scores of ``model`` on held-out bursts ``x`` (n, L, d) with ``lengths``.
+
+    Returns a dict with ``leads``, ``crps`` and ``mean_sq`` (lists per lead of lists per
+    component) and the scalar ``score`` (see the module docstring).
+    """
+    max_lead = int(min(max_lead, int(lengths.max()) - 1))
+    if max_lead < 1:
+        raise ConfigError("held-out trajectories need at least 2 observations")
+    x0, obs = windows(x, lengths, max_lead, n_starts, seed)
+    leads = leads_for(max_lead)
+    device = next(iter(model.buffers())).device
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    cur = torch.as_tensor(np.repeat(x0[None], members, 0), dtype=torch.float32, device=device)
+    flat = cur.reshape(-1, cur.shape[-1])
+    crps, msq, scaled = [], [], []
+    spread0 = np.abs(obs - x0[:, None]).mean(0) + 1e-12  # (max_lead, d)
+    for k in range(1, max_lead + 1):
+        flat = sample_with(model(flat), gen)
+        if k in leads:
+            ens = flat.reshape(members, -1, flat.shape[-1]).double()
+            o = torch.as_tensor(obs[:, k - 1], dtype=torch.float64, device=device)
+            c = _crps(ens, o).mean(0).cpu().numpy()
+            mean = ens.mean(0)
+            sq = ((mean - o) ** 2 - ens.var(0, unbiased=True) / members).mean(0).cpu().numpy()
+            crps.append(c.tolist())
+            msq.append(sq.tolist())
+            scaled.append(float((c / spread0[k - 1]).sum()))
+    model.train(was_training)
+    return {
+        "leads": leads,
+        "crps": crps,
+        "mean_sq": msq,
+        "score": float(np.mean(scaled)),
+        "n_starts": int(n_starts),
+        "members": int(members),
+    }
