@@ -48,13 +48,17 @@ def _system(name: str):
 
 
 def _rows(per_seed: dict, seeds: list[int]) -> list[dict]:
+    """One row per example, model and component, over the seeds that have the example."""
     rows = []
-    first = per_seed[seeds[0]]
-    for ex, res in first.items():
-        for model in res["models"]:
-            entries = [per_seed[s][ex]["models"].get(model) for s in seeds]
-            if any(e is None or "w1" not in e for e in entries):
+    examples = list(dict.fromkeys(ex for s in seeds for ex in per_seed[s]))
+    for ex in examples:
+        have = [s for s in seeds if ex in per_seed[s]]
+        models = list(dict.fromkeys(m for s in have for m in per_seed[s][ex]["models"]))
+        for model in models:
+            done = [s for s in have if "w1" in per_seed[s][ex]["models"].get(model, {})]
+            if not done:
                 continue
+            entries = [per_seed[s][ex]["models"][model] for s in done]
             ratios = np.array([e["w1"]["ratio_time_avg"] for e in entries], dtype=float)
             for c in range(ratios.shape[1]):
                 vals = ratios[:, c].tolist()
@@ -63,7 +67,7 @@ def _rows(per_seed: dict, seeds: list[int]) -> list[dict]:
                         "example": ex,
                         "model": model,
                         "component": c,
-                        "seeds": seeds,
+                        "seeds": done,
                         "w1_over_floor": vals,
                         "median": statistics.median(vals),
                         "min": min(vals),
@@ -84,6 +88,19 @@ def _rows(per_seed: dict, seeds: list[int]) -> list[dict]:
     return rows
 
 
+def collect(runs: Path, seeds: list[int], examples: list[str]) -> dict:
+    """The per-seed results that finished runs left in ``runs/seed*/<system>/metrics.json``."""
+    import json
+
+    per_seed: dict = {s: {} for s in seeds}
+    for s in seeds:
+        for ex in examples:
+            path = runs / f"seed{s}" / _system(ex).name / "metrics.json"
+            if path.exists():
+                per_seed[s][ex] = json.loads(path.read_text())
+    return per_seed
+
+
 def _fmt(values, spec: str) -> str:
     vals = [v for v in values if v is not None]
     if not vals:
@@ -94,16 +111,16 @@ def _fmt(values, spec: str) -> str:
 def table(rows: list[dict]) -> str:
     """Markdown: one line per example, model and component."""
     out = [
-        "| example | model | x | W1/floor median | range | max/min | held-out NLL | "
+        "| example | model | x | W1/floor median | range | max/min | seeds | held-out NLL | "
         "k-step score | train s | calibrated |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cal = [c for c in r["calibrated"] if c is not None]
         verdict = "-" if not cal else f"{sum(cal)}/{len(cal)}"
         out.append(
             f"| {r['example']} | {r['model']} | x{r['component'] + 1} | {r['median']:.2f} | "
-            f"{r['min']:.2f}-{r['max']:.2f} | {r['spread']:.2f} | "
+            f"{r['min']:.2f}-{r['max']:.2f} | {r['spread']:.2f} | {len(r['seeds'])} | "
             f"{_fmt(r['heldout_nll'], '.4f')} | {_fmt(r['heldout_kstep'], '.4f')} | "
             f"{_fmt(r['train_seconds'], '.0f')} | {verdict} |"
         )
@@ -146,13 +163,19 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--runs", default=str(RESULTS / "accuracy_runs"))
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--collect",
+        action="store_true",
+        help="only gather the results that earlier runs left under --runs (no computing)",
+    )
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     models = tuple(args.models.split(","))
+    examples = args.examples.split(",")
     t0 = time.perf_counter()
-    per_seed: dict = {s: {} for s in seeds}
-    for seed in seeds:
-        for ex in args.examples.split(","):
+    per_seed = collect(Path(args.runs), seeds, examples) if args.collect else {s: {} for s in seeds}
+    for seed in [] if args.collect else seeds:
+        for ex in examples:
             cfg = ReproduceConfig(seed=seed, models=models)
             res = reproduce_example(_system(ex), Path(args.runs) / f"seed{seed}", cfg)
             per_seed[seed][ex] = res
@@ -173,7 +196,8 @@ def main() -> None:
     }
     print(f"wrote {write_json('accuracy', payload, out)}")
     (out / "accuracy.md").write_text(table(rows))
-    figure(rows).savefig(out / "accuracy.png", dpi=120)
+    if rows:
+        figure(rows).savefig(out / "accuracy.png", dpi=120)
     print(table(rows))
 
 

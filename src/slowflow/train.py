@@ -55,8 +55,8 @@ class TrainConfig:
     history (``val_kstep``, ``kstep``); 0 turns it off. It sees drift errors that the
     one-step NLL cannot (not computed when streaming: pieces are pairs, not bursts).
     ``reweight_after``: for a basis drift (``ModelConfig.drift="basis"``), after this many
-    epochs (if training gets that far) the drift is fitted again by least squares weighted with the inverse of the
-    conditional variance the model has learned by then (0: never). Multiplicative noise
+    epochs (if training gets that far) the drift is fitted again by least squares weighted
+    with the inverse of the conditional variance the model has learned by then (0: never). Multiplicative noise
     makes this matter: the quiet states then pin the drift as tightly as their noise allows.
     ``stream``: read a file path's pairs from disk piece by piece instead of loading it
     (files larger than memory; see :mod:`slowflow.store`): pieces of about ``block_pairs``
@@ -422,8 +422,8 @@ def _prepare_memory(data: Trajectories, cfg: TrainConfig, device) -> _Prepared:
     train, val = split_by_trajectory(data, cfg.val_fraction, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     x0, x1 = make_pairs(train, cfg.pairs_per_traj, rng)
-    per = train.lengths - 1 if cfg.pairs_per_traj is None else np.full(train.n_traj, cfg.pairs_per_traj)
-    groups = np.repeat(np.arange(train.n_traj), per)
+    per = train.lengths - 1 if cfg.pairs_per_traj is None else cfg.pairs_per_traj
+    groups = np.repeat(np.arange(train.n_traj), per)  # the trajectory of each pair
     v0, v1 = make_pairs(val, None, rng)
     v0, v1 = _cap_pairs(v0, v1, cfg.max_val_pairs, rng)
     return _Prepared(
@@ -525,15 +525,19 @@ def fit(
     stop_flag : callable or None
         Polled between steps; returning True stops cleanly (used for SIGTERM).
 
+    Returns
+    -------
+    FlowMap
+        In eval mode, holding the best validation weights, with ``history`` (per-epoch
+        train/val NLL, learning rate, time, why training stopped, the basis drift's
+        selection, the k-step scores) and ``meta``.
+
+    Notes
+    -----
     Data-parallel training: started by ``torchrun`` (``WORLD_SIZE`` > 1 in the
     environment), each process joins the process group, trains a
     :class:`~torch.nn.parallel.DistributedDataParallel` replica on its share of every batch
     (``batch_size`` stays the global batch), and rank 0 alone writes checkpoints.
-
-    Returns
-    -------
-    FlowMap in eval mode holding the best validation weights, with ``history`` (per-epoch
-    train/val NLL, learning rate, time, why training stopped) and ``meta``.
     """
     if isinstance(model_config, str) or model_config is None:
         preset_name = model_config or "default"
@@ -577,6 +581,8 @@ def fit(
         else:
             prep = _prepare_memory(_as_data(data, dt), cfg, device)
         n_train = prep.n_train
+        fixed_degree = model_config.basis_degree  # None: chosen from the data (and again
+        # when the drift is reweighted); a resumed run keeps the degree of its checkpoint
         drift_fit = _fit_basis_drift(model_config, prep, cfg) if resume_state is None else None
         model = build_model(model_config, prep.dim, prep.dt, drift_fit)
         model_config = model.config
@@ -713,7 +719,11 @@ def fit(
                             stacklevel=2,
                         )
                     continue
-                refit = _reweight_drift(model, prep, cfg) if epoch == reweight_epoch else None
+                refit = (
+                    _reweight_drift(model, prep, cfg, fixed_degree)
+                    if epoch == reweight_epoch
+                    else None
+                )
                 if refit is not None:
                     model_config = model.config
                     history["drift_basis"] = refit.summary()
@@ -836,9 +846,9 @@ def _fit_basis_drift(config: ModelConfig, prep: _Prepared, cfg: TrainConfig):
     return fit_drift(x0, x1, prep.dt, groups, degree=config.basis_degree, seed=cfg.seed)
 
 
-def _reweight_drift(model: FlowMap, prep: _Prepared, cfg: TrainConfig):
-    """Refit a basis drift weighted by the model's learned conditional variance (the degree
-    is chosen again) and store it in the model; returns the fit (None: nothing to do)."""
+def _reweight_drift(model: FlowMap, prep: _Prepared, cfg: TrainConfig, degree: int | None):
+    """Refit a basis drift weighted by the model's learned conditional variance (``degree``
+    None: chosen again) and store it in the model; returns the fit (None: nothing to do)."""
     from .model.basis import fit_drift
 
     if not model.config.uses_basis or prep.drift_sample is None:
@@ -846,7 +856,7 @@ def _reweight_drift(model: FlowMap, prep: _Prepared, cfg: TrainConfig):
     x0, x1, groups = prep.drift_sample
     var = model.conditional_variance(x0)
     weights = 1.0 / np.maximum(var, 1e-12 * var.mean(0))
-    fit = fit_drift(x0, x1, prep.dt, groups, weights=weights, seed=cfg.seed)
+    fit = fit_drift(x0, x1, prep.dt, groups, degree=degree, weights=weights, seed=cfg.seed)
     model.set_drift(fit)
     return fit
 

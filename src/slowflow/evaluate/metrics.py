@@ -1187,6 +1187,8 @@ def scan_ensemble(
     chunk_paths : int, optional
         Paths per read; default: about 4 million values (32 MB as float64).
 
+    Notes
+    -----
     Memory: one chunk in float64 (plus its float64 deviations) and the slices
     (``n_paths x m x d`` values of ``x``'s dtype: 4 MB per step and component for 10^6
     float32 paths).

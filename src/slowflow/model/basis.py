@@ -46,7 +46,13 @@ _WEIGHT_FLOOR = 0.05  # q(x) is floored at this fraction of its mean before inve
 
 def exponents(dim: int, degree: int) -> np.ndarray:
     """Multi-indices (P, dim) of total degree <= ``degree``, ordered by degree (so the
-    features of degree <= p are the first ``n_features(dim, p)`` columns)."""
+    features of degree <= p are the first ``n_features(dim, p)`` columns).
+
+    Examples
+    --------
+    >>> exponents(2, 2).tolist()
+    [[0, 0], [1, 0], [0, 1], [2, 0], [1, 1], [0, 2]]
+    """
     rows = [np.zeros(dim, dtype=np.int64)]
     for k in range(1, degree + 1):
         for combo in combinations_with_replacement(range(dim), k):
@@ -265,6 +271,20 @@ def fit_drift(
     Returns
     -------
     DriftFit
+
+    Examples
+    --------
+    Pairs of an Ornstein-Uhlenbeck process dx = -x dt + 0.5 dW at step 0.01:
+
+    >>> rng = np.random.default_rng(0)
+    >>> x0 = rng.uniform(-2, 2, size=(100_000, 1))
+    >>> x1 = x0 - 0.01 * x0 + 0.05 * rng.standard_normal(x0.shape)
+    >>> fit = fit_drift(x0, x1, dt=0.01)
+    >>> fit.degree
+    1
+    >>> a, se = fit.drift([[1.0]]), fit.drift_se([[1.0]])
+    >>> bool(abs(a[0, 0] + 1.0) < 4 * se[0, 0])
+    True
     """
     x0 = np.asarray(x0, dtype=np.float64)
     y = (np.asarray(x1, dtype=np.float64) - x0) / float(dt)

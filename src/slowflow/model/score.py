@@ -34,7 +34,13 @@ def sample_with(dist, generator: torch.Generator) -> torch.Tensor:
 
 
 def leads_for(max_lead: int) -> list[int]:
-    """1, 2, 4, ... below ``max_lead``, and ``max_lead`` itself."""
+    """1, 2, 4, ... below ``max_lead``, and ``max_lead`` itself.
+
+    Examples
+    --------
+    >>> leads_for(100)
+    [1, 2, 4, 8, 16, 32, 64, 100]
+    """
     out, k = [], 1
     while k < max_lead:
         out.append(k)
