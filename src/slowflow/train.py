@@ -833,7 +833,9 @@ def _kstep(model: FlowMap, prep: _Prepared, cfg: TrainConfig) -> dict | None:
     x, lengths = prep.val_bursts
     if int(lengths.max()) < 2:
         return None
-    return kstep_score(model, x, lengths, seed=cfg.seed)
+    score = kstep_score(model, x, lengths, seed=cfg.seed)
+    score.pop("per_start")  # an array: the history holds plain numbers (weights-only files)
+    return score
 
 
 def _fit_basis_drift(config: ModelConfig, prep: _Prepared, cfg: TrainConfig):

@@ -14,7 +14,10 @@ against the observed x_{n+k}:
   E[(E_model[x_{n+k}] - x_{n+k})^2], whose excess over the data's noise is the k-step bias).
 
 ``score`` is the CRPS summed over components and averaged over leads, each lead's CRPS
-divided by that lead's observed increment spread so that long leads do not dominate.
+divided by that lead's observed increment spread so that long leads do not dominate;
+``per_start`` holds it for each start (the same starts and random numbers for every model
+scored with the same seed, so two models compare start by start) and ``score_se`` its
+standard error.
 """
 
 from __future__ import annotations
@@ -97,25 +100,28 @@ def kstep_score(
     gen = torch.Generator(device=device).manual_seed(int(seed))
     cur = torch.as_tensor(np.repeat(x0[None], members, 0), dtype=torch.float32, device=device)
     flat = cur.reshape(-1, cur.shape[-1])
-    crps, msq, scaled = [], [], []
+    crps, msq = [], []
+    scaled = np.zeros(x0.shape[0])  # per start: CRPS / spread, summed over components
     spread0 = np.abs(obs - x0[:, None]).mean(0) + 1e-12  # (max_lead, d)
     for k in range(1, max_lead + 1):
         flat = sample_with(model(flat), gen)
         if k in leads:
             ens = flat.reshape(members, -1, flat.shape[-1]).double()
             o = torch.as_tensor(obs[:, k - 1], dtype=torch.float64, device=device)
-            c = _crps(ens, o).mean(0).cpu().numpy()
+            per = _crps(ens, o).cpu().numpy()  # (S, d)
             mean = ens.mean(0)
             sq = ((mean - o) ** 2 - ens.var(0, unbiased=True) / members).mean(0).cpu().numpy()
-            crps.append(c.tolist())
+            crps.append(per.mean(0).tolist())
             msq.append(sq.tolist())
-            scaled.append(float((c / spread0[k - 1]).sum()))
+            scaled += (per / spread0[k - 1]).sum(1) / len(leads)
     model.train(was_training)
     return {
         "leads": leads,
         "crps": crps,
         "mean_sq": msq,
-        "score": float(np.mean(scaled)),
+        "score": float(scaled.mean()),
+        "score_se": float(scaled.std(ddof=1) / np.sqrt(len(scaled))),
+        "per_start": scaled,
         "n_starts": int(n_starts),
         "members": int(members),
     }
