@@ -28,6 +28,7 @@ import csv
 import json
 import math
 import numbers
+import os
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -366,7 +367,52 @@ def _magic(p: Path, n: int) -> bytes:
         return fh.read(n)
 
 
+def _declared(fh: Any, src: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype declared by the ``.npy`` header at the position of ``fh``."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    except (ValueError, OSError, EOFError, *_ZIP_ERRORS) as exc:
+        raise DataError(f"{src}: not a readable NumPy array header ({_one_line(exc)})") from None
+    return tuple(int(v) for v in shape), np.dtype(dtype)
+
+
+def _check_declared(shape, dtype: np.dtype, have: int, src: str) -> None:
+    """Refuse a header that declares more data than the file holds, or than memory takes
+    once converted to float64, before anything is allocated."""
+    from ._limits import check_memory
+
+    n = math.prod(shape)
+    need = n * dtype.itemsize
+    if dtype.kind in "iuf" and need > have:
+        raise DataError(
+            f"{src}: truncated: the header declares shape {shape} ({need} bytes of "
+            f"{dtype}) but only {have} bytes follow it"
+        )
+    try:
+        # the array, its float64 copy and the validation's masks
+        check_memory(n * (dtype.itemsize + 8 + 2), f"{src}: shape {shape}")
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
+
+
 def _npz_member(z: Any, key: str, src: str) -> np.ndarray:
+    try:
+        info = z.zip.getinfo(f"{key}.npy")
+        with z.zip.open(info) as fh:
+            shape, dtype = _declared(fh, f"{src}: key {key!r}")
+            header = fh.tell()
+        _check_declared(shape, dtype, info.file_size - header, f"{src}: key {key!r}")
+    except (KeyError, AttributeError):
+        pass  # not a .npy member: numpy reports it below
+    except _ZIP_ERRORS as exc:
+        raise DataError(
+            f"{src}: key {key!r} cannot be read; the archive is truncated or corrupt "
+            f"({_one_line(exc)})"
+        ) from None
     try:
         return z[key]
     except ValueError as exc:
@@ -464,6 +510,10 @@ def _load_npy(p: Path, src: str, dt: float | None) -> Trajectories:
         raise DataError(
             f"{src}: not a .npy file (no NumPy header); expected one array (n_traj, n_obs, d)"
         )
+    with open(p, "rb") as fh:
+        shape, dtype = _declared(fh, src)
+        offset = fh.tell()
+    _check_declared(shape, dtype, p.stat().st_size - offset, src)
     try:
         arr = np.load(p, allow_pickle=False)
     except ValueError as exc:
@@ -552,11 +602,17 @@ def _loadmat_isolated(p: Path, src: str) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "data.npy"
+        # isolated (-I: no current directory or script directory on sys.path, no PYTHON*
+        # variables, no user site-packages), run in the empty temporary folder with a
+        # minimal environment: a numpy.py or sitecustomize.py next to the data never runs
+        env = {k: os.environ[k] for k in ("PATH", "SYSTEMROOT", "LANG") if k in os.environ}
         run = subprocess.run(
-            [sys.executable, "-c", _MAT_CHILD, str(p), str(out)],
+            [sys.executable, "-I", "-c", _MAT_CHILD, str(p.absolute()), str(out)],
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp,
+            env=env,
         )
         if run.returncode == 4:
             raise NotImplementedError
