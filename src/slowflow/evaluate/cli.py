@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._io import check_output
+from ..cli import _finite, _floats, _integer
+
+#: Files ``evaluate`` writes in its --out folder.
+EVALUATE_FILES = (
+    "metrics.json",
+    "paths.png",
+    "mean_std.png",
+    "histograms.png",
+    "phase.png",
+    "w1.png",
+)
+
 #: A .npy input whose array takes more than this as float64 is evaluated chunk-wise.
 STREAM_ABOVE_BYTES = 2**30
 
@@ -25,20 +38,17 @@ def cmd_evaluate(args) -> int:
     from ..data import load_trajectories
     from .report import evaluate_ensembles, figures_for, public, write_json
 
+    inputs = (args.pred, args.ref, args.ref_b)
+    check_output(args.out, inputs, folder_files=EVALUATE_FILES)
+    times = _floats(args.times, "--times") if args.times else None
     if _wants_streaming(args):
         return _evaluate_streaming(args)
     pred = load_trajectories(args.pred, dt=args.dt)
     ref = load_trajectories(args.ref, dt=args.dt)
     ref_b = load_trajectories(args.ref_b, dt=args.dt) if args.ref_b else None
     for other, label in ((ref, args.ref), (ref_b, args.ref_b)):
-        if other is not None and other.x.shape[1:] != pred.x.shape[1:]:
-            from ..errors import DataError
-
-            raise DataError(
-                f"{label}: shape {other.x.shape} does not match the prediction "
-                f"{args.pred} {pred.x.shape} (observations and d must agree)"
-            )
-    times = [float(t) for t in args.times.split(",")] if args.times else None
+        if other is not None:
+            _same_grid(other.x.shape, other.dt, label, pred.x.shape, pred.dt, args.pred)
     ev = evaluate_ensembles(pred.x, ref.x, None if ref_b is None else ref_b.x, pred.dt, times)
     out = Path(args.out)
     write_json(public(ev), out / "metrics.json")
@@ -58,6 +68,24 @@ def cmd_evaluate(args) -> int:
         line += "; W1/floor " + ", ".join(f"{v:.2f}" for v in w1["ratio_time_avg"])
     print(f"{line}; wrote {out / 'metrics.json'} and figures")
     return 0
+
+
+def _same_grid(shape, dt, label, pred_shape, pred_dt, pred_label) -> None:
+    """A reference must match the prediction: number of observations, d and the step."""
+    import math
+
+    from ..errors import DataError
+
+    if tuple(shape[1:]) != tuple(pred_shape[1:]):
+        raise DataError(
+            f"{label}: shape {tuple(shape)} does not match the prediction "
+            f"{pred_label} {tuple(pred_shape)} (observations and d must agree)"
+        )
+    if not math.isclose(dt, pred_dt, rel_tol=1e-9):
+        raise DataError(
+            f"{label}: step dt={dt!r} differs from the prediction {pred_label}'s dt={pred_dt!r}; "
+            "ensembles compared step by step must share Delta"
+        )
 
 
 def _open_input(path, dt):
@@ -93,24 +121,21 @@ def _evaluate_streaming(args) -> int:
     metrics of :func:`slowflow.evaluate.report.evaluate_ensembles` under the same keys."""
     import numpy as np
 
-    from ..errors import ConfigError, DataError
+    from ..errors import ConfigError
     from . import metrics, plots
     from .report import write_json
 
     if args.w1_steps < 2:
         raise ConfigError(f"--w1-steps must be at least 2, got {args.w1_steps}")
     pred, dt, names = _open_input(args.pred, args.dt)
-    ref, _, _ = _open_input(args.ref, args.dt)
-    ref_b = _open_input(args.ref_b, args.dt)[0] if args.ref_b else None
-    for other, label in ((ref, args.ref), (ref_b, args.ref_b)):
-        if other is not None and tuple(other.shape[1:]) != tuple(pred.shape[1:]):
-            raise DataError(
-                f"{label}: shape {tuple(other.shape)} does not match the prediction "
-                f"{args.pred} {tuple(pred.shape)} (observations and d must agree)"
-            )
+    ref, ref_dt, _ = _open_input(args.ref, args.dt)
+    ref_b, ref_b_dt, _ = _open_input(args.ref_b, args.dt) if args.ref_b else (None, dt, ())
+    for other, odt, label in ((ref, ref_dt, args.ref), (ref_b, ref_b_dt, args.ref_b)):
+        if other is not None:
+            _same_grid(other.shape, odt, label, pred.shape, dt, args.pred)
     n_time, d = int(pred.shape[1]), int(pred.shape[2])
     n_steps = n_time - 1
-    times = [float(t) for t in args.times.split(",")] if args.times else None
+    times = _floats(args.times, "--times") if args.times else None
     if times is None:
         times = [dt * n_steps * f for f in (0.25, 0.5, 0.75, 1.0)]
     times = [t for t in times if round(t / dt) <= n_steps]
@@ -227,6 +252,9 @@ def cmd_check(args) -> int:
     from . import calibration, plots
     from .report import write_json
 
+    check_output(
+        args.out, (args.model, args.data), folder_files=("calibration.json", "calibration.png")
+    )
     model = load_model(args.model)
     data = load_trajectories(args.data, dt=args.dt if args.dt else float(model.dt))
     check_dim(data, model.dim, str(args.data))
@@ -261,6 +289,7 @@ def cmd_check(args) -> int:
 def cmd_reproduce(args) -> int:
     from ..reproduce import reproduce
 
+    check_output(args.out, folder_files=("report.md",))
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     reproduce(
         args.example,
@@ -280,7 +309,7 @@ def add_commands(sub) -> None:
     s.add_argument("ref")
     s.add_argument("--ref-b", default=None, help="independent second reference (noise floor)")
     s.add_argument("--times", default=None, help="times for histograms, e.g. 1,2,4")
-    s.add_argument("--dt", type=float, default=None)
+    s.add_argument("--dt", type=_finite, default=None)
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument(
         "--stream",
@@ -289,7 +318,7 @@ def add_commands(sub) -> None:
     )
     s.add_argument(
         "--w1-steps",
-        type=int,
+        type=_integer,
         default=201,
         help="when streaming: W1 time averages over at most this many evenly spaced steps",
     )
@@ -303,16 +332,16 @@ def add_commands(sub) -> None:
     s.add_argument("model")
     s.add_argument("data")
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--max-lead", type=int, default=10)
-    s.add_argument("--n-starts", type=int, default=2000)
-    s.add_argument("--n-members", type=int, default=100)
+    s.add_argument("--max-lead", type=_integer, default=10)
+    s.add_argument("--n-starts", type=_integer, default=2000)
+    s.add_argument("--n-members", type=_integer, default=100)
     s.add_argument(
         "--system",
         default=None,
         help="built-in system that made the data: adds its best Markov reference",
     )
-    s.add_argument("--dt", type=float, default=None)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--dt", type=_finite, default=None)
+    s.add_argument("--seed", type=_integer, default=0)
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("reproduce", help="reproduce a paper example end to end")
@@ -324,10 +353,10 @@ def add_commands(sub) -> None:
         default=None,
         help="comma list: default, paper, maf, nsf, coupling, gaussian, averaged",
     )
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_integer, default=0)
     s.add_argument(
         "--max-minutes",
-        type=float,
+        type=_finite,
         default=None,
         help="training budget per model (default 2.5; 0.5 with --quick)",
     )
