@@ -40,13 +40,14 @@ def gb(n_bytes: float) -> str:
 def check_memory(n_bytes: float, what: str) -> None:
     """Raise :class:`ConfigError` if ``n_bytes`` exceed the memory that is available.
 
-    ``what`` names the option or file and the quantity, e.g. ``"--n-paths 10^12: the
-    ensemble"``; the message reads ``<what> takes 8e+03 GB, more than ...``.
+    ``what`` names the option or file and the quantity, e.g. ``"n_paths=10^12 (CLI:
+    --n-paths)"``; the message reads ``<what> would need 8e+03 GB of memory, more than ...``.
     """
     avail = available_memory()
     if n_bytes > MEMORY_FRACTION * avail:
         raise ConfigError(
-            f"{what} takes {gb(n_bytes)} of memory, more than the {gb(avail)} available; lower it"
+            f"{what} would need {gb(n_bytes)} of memory, more than the {gb(avail)} "
+            "available; ask for less"
         )
 
 

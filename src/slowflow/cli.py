@@ -240,6 +240,7 @@ def cmd_fit(args) -> int:
 # ----------------------------------------------------------------------------- predict
 #: Largest ensemble (as float64 paths) that ``predict`` writes as .csv (a CSV is about three
 #: times larger than the binary formats and slow to read); .npz and .npy have no limit.
+#: All three are streamed: memory is one chunk of paths.
 IN_MEMORY_LIMIT_BYTES = 2 * 2**30
 
 
@@ -271,10 +272,10 @@ def cmd_predict(args) -> int:
     need = 8 * args.n_paths * n_obs * model.dim
     if ext == ".csv" and need > IN_MEMORY_LIMIT_BYTES:
         raise ConfigError(
-            f"--out {args.out}: {args.n_paths} paths x {n_obs} observations x "
-            f"d={model.dim} take {_gb(need)} in memory, above the {_gb(IN_MEMORY_LIMIT_BYTES)} "
-            f"limit for {Path(args.out).suffix} output; write a .npy file instead (streamed to "
-            "disk in chunks, e.g. --out ensemble.npy)"
+            f"--out {args.out}: {args.n_paths} paths x {n_obs} observations x d={model.dim} "
+            f"are {_gb(need)} as float64, above the {_gb(IN_MEMORY_LIMIT_BYTES)} limit for .csv "
+            "output (about 3x larger as text, slow to read); write a .npy or .npz file instead "
+            "(both streamed to disk in chunks, e.g. --out ensemble.npy)"
         )
     meta = {
         "kind": "prediction",
@@ -506,9 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--out",
         required=True,
-        help="output file: .npz or .csv (built in memory, up to 2 GiB of float64 paths), or "
-        ".npy (float32, streamed to disk chunk by chunk, any size; dt and provenance go to "
-        "OUT.json next to it)",
+        help="output file, streamed to disk chunk by chunk: .npz (float64), .csv (up to 2 GiB "
+        "of float64 paths) or .npy (float32; dt and provenance go to OUT.json next to it)",
     )
     s.add_argument("--seed", type=_integer, default=0)
     s.add_argument(

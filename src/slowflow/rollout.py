@@ -80,7 +80,7 @@ def check_x0(model: FlowMap, x0, n_paths: int | None = None) -> np.ndarray:
             raise ConfigError(f"x0 gives {x0.shape[0]} starts but n_paths={n_paths}")
     else:
         raise ConfigError(f"x0 must be a point (d,) or starts (n, d), got shape {x0.shape}")
-    check_memory(8.0 * x0.shape[0] * d, f"n_paths={x0.shape[0]} (CLI: --n-paths): the starts")
+    check_memory(8.0 * x0.shape[0] * d, f"n_paths={x0.shape[0]} (CLI: --n-paths)")
     if not np.isfinite(x0).all():
         raise ConfigError("x0 must be finite")
     return np.ascontiguousarray(x0)
