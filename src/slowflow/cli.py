@@ -66,6 +66,14 @@ def _integer(text: str) -> int:
     raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
 
 
+def _seed(text: str) -> int:
+    """argparse type of --seed: an integer in [0, 2^63)."""
+    value = _integer(text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2^63 - 1, got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with slowflow's one-line errors (``slowflow: error: ...``, exit code 2)."""
 
@@ -437,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Euler-Maruyama substeps per observation (default: dt = 1e-4)",
     )
-    s.add_argument("--seed", type=_integer, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--keep-fast", action="store_true", help="also store the fast variables")
     s.set_defaults(func=cmd_simulate)
 
@@ -480,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--max-minutes", action=_Given, type=_finite, default=None, help="wall-clock budget"
     )
-    s.add_argument("--seed", action=_Given, type=_integer, default=0)
+    s.add_argument("--seed", action=_Given, type=_seed, default=0)
     s.add_argument("--device", action=_Given, default="auto", help="auto, cpu or cuda")
     s.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     s.add_argument(
@@ -510,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output file, streamed to disk chunk by chunk: .npz (float64), .csv (up to 2 GiB "
         "of float64 paths) or .npy (float32; dt and provenance go to OUT.json next to it)",
     )
-    s.add_argument("--seed", type=_integer, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument(
         "--every", type=_integer, default=1, help="keep every k-th step (steps must be a multiple)"
     )
@@ -538,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(points at the bins' centres of the first component)",
     )
     s.add_argument("--n-samples", type=_integer, default=20_000)
-    s.add_argument("--seed", type=_integer, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", default=None, help="write an .npz instead of printing")
     s.set_defaults(func=cmd_drift)
 

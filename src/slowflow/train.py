@@ -570,7 +570,7 @@ def _check_outcome(history: dict, cfg: TrainConfig) -> None:
             f"({history['stop_reason']}); nothing was written; check the data's scale or "
             "lower --lr"
         )
-    if init is not None and math.isfinite(init) and not best < init:
+    if init is not None and math.isfinite(init) and not best < init - 1e-4:
         warnings.warn(
             f"training did not improve on the initial model: best validation NLL {best:.4f} "
             f"vs {init:.4f} before training; the model is no better than its starting point "

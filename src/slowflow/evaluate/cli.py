@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._io import check_output
-from ..cli import _finite, _floats, _integer
+from ..cli import _finite, _floats, _integer, _seed
 
 #: Files ``evaluate`` writes in its --out folder.
 EVALUATE_FILES = (
@@ -341,7 +341,7 @@ def add_commands(sub) -> None:
         help="built-in system that made the data: adds its best Markov reference",
     )
     s.add_argument("--dt", type=_finite, default=None)
-    s.add_argument("--seed", type=_integer, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("reproduce", help="reproduce a paper example end to end")
@@ -353,7 +353,7 @@ def add_commands(sub) -> None:
         default=None,
         help="comma list: default, paper, maf, nsf, coupling, gaussian, averaged",
     )
-    s.add_argument("--seed", type=_integer, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument(
         "--max-minutes",
         type=_finite,

@@ -1,0 +1,227 @@
+"""A hostile user: code planted next to the data, savers that pick their own file names,
+outputs that stream, schedules and fits that must not report failure as success, and a
+property-based run of the command line over option values (see SECURITY.md)."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import tracemalloc
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from slowflow._io import TEMP_MARK, atomic_write
+from slowflow.cli import main
+from slowflow.data import load_trajectories, save_trajectories
+from slowflow.errors import TrainingError
+from slowflow.model.config import get_preset
+from slowflow.model.flowmap import FlowMap
+from slowflow.rollout import simulate, simulate_to_trajectories_file
+from slowflow.simulate import simulate_bursts
+from slowflow.train import TrainConfig, _Schedule, fit
+
+pytestmark = [
+    pytest.mark.usefixtures("torch_one_thread"),
+    pytest.mark.filterwarnings("ignore:only .* training pairs:RuntimeWarning"),
+]
+
+
+def _temps(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if TEMP_MARK in p.name]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, torch_one_thread) -> Path:
+    """OU bursts f.npz (50 x 21 x 1) and a 1-epoch Gaussian model m.pt."""
+    d = tmp_path_factory.mktemp("hostile")
+    save_trajectories(simulate_bursts("ou", n_traj=50, t_end=0.2, seed=3), d / "f.npz")
+    torch.set_num_threads(1)
+    argv = ["fit", str(d / "f.npz"), "--out", str(d / "m.pt"), "--epochs", "1"]
+    with redirect_stderr(io.StringIO()), redirect_stdout(io.StringIO()):
+        assert main([*argv, "--preset", "gaussian"]) == 0
+    return d
+
+
+# ------------------------------------------------------------------------- no code runs
+def test_mat_reader_runs_no_code_from_the_working_directory(tmp_path, monkeypatch):
+    """The MATLAB reader's child Python must not import a numpy.py or sitecustomize.py lying
+    in the working directory (or on PYTHONPATH) next to the data."""
+    from scipy.io import savemat
+
+    x = np.random.default_rng(0).normal(size=(1, 11, 4))  # [d, n_obs, n_traj]
+    savemat(tmp_path / "d.mat", {"data": x})
+    sentinel = tmp_path / "RAN"
+    for name in ("numpy.py", "sitecustomize.py", "scipy.py"):
+        (tmp_path / name).write_text(f"open({str(sentinel)!r}, 'a').write('{name}')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    data = load_trajectories("d.mat", dt=0.01)
+    assert not sentinel.exists(), sentinel.read_text()
+    np.testing.assert_array_equal(data.x, x.T)
+
+
+# ---------------------------------------------------------------------- outputs
+def test_atomic_write_refuses_a_saver_that_appends_a_suffix(tmp_path):
+    """numpy.savez appends .npz to a name without it: the empty reserved file must never be
+    moved onto the target (this destroyed models: drift m.pt --out m.pt)."""
+    target = tmp_path / "m.pt"
+    target.write_bytes(b"precious")
+    with pytest.raises(RuntimeError, match="instead of the temporary"):
+        with atomic_write(target) as tmp:
+            np.savez(tmp, x=np.zeros(3))
+    assert target.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+@pytest.mark.parametrize("ext", [".npz", ".csv"])
+def test_streamed_prediction_equals_the_in_memory_one(tmp_path, ext):
+    """predict's streamed .npz/.csv holds simulate()'s paths at the kept steps, value for
+    value, with Delta x every, across several chunks."""
+    model = FlowMap(1, get_preset("gaussian"), 0.01)
+    path = tmp_path / f"p{ext}"
+    simulate_to_trajectories_file(model, [0.5], 6, path, n_paths=10, seed=4, chunk_paths=4, every=2)
+    data = load_trajectories(path)
+    ref = simulate(model, [0.5], 6, 10, seed=4, batch_size=4)[:, ::2]
+    np.testing.assert_array_equal(data.x, ref)
+    assert data.dt == pytest.approx(0.02, rel=1e-12)
+
+
+def test_streamed_npz_memory_is_one_chunk(tmp_path):
+    """Writing a 20,000 x 51 x 1 float64 ensemble (8.2 MB) as .npz allocates (numpy, traced)
+    far less than the ensemble: the pieces of one 1,000-path chunk, about 0.4 MB. The bound,
+    a quarter of the result, leaves room for tracing noise; an in-memory write needs the
+    whole result at least once."""
+    model = FlowMap(1, get_preset("gaussian"), 0.01)
+    path = tmp_path / "big.npz"
+    tracemalloc.start()
+    try:
+        simulate_to_trajectories_file(model, [0.0], 50, path, n_paths=20_000, chunk_paths=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    result = 20_000 * 51 * 8
+    assert load_trajectories(path).x.shape == (20_000, 51, 1)
+    assert peak < result / 4, (peak, result)
+
+
+# ------------------------------------------------------------------ success means success
+def test_budget_governs_the_warmup():
+    """--epochs 1e9 --max-minutes 0.1: the warm-up is 2 % of the 6 s budget (0.12 s), not
+    of 10^9 epochs; without a budget the step-based schedule is unchanged."""
+    sched = _Schedule(TrainConfig(epochs=10**9, max_minutes=0.1), steps_per_epoch=10)
+    assert sched(5, elapsed=0.0) < 1e-6
+    assert sched(5, elapsed=0.06) == pytest.approx(0.5)
+    assert sched(50, elapsed=0.12) == pytest.approx(1.0, abs=1e-6)
+    assert sched(60, elapsed=6.0) == pytest.approx(0.01)
+    assert sched.warmed_up(60, 0.12) and not sched.warmed_up(60, 0.1)
+    plain = _Schedule(TrainConfig(epochs=10), steps_per_epoch=10)  # warm-up: 2 steps
+    assert [plain(0), plain(1)] == [0.5, 1.0]
+
+
+def test_fit_without_a_finite_validation_nll_is_an_error():
+    data = simulate_bursts("ou", n_traj=40, t_end=0.2, seed=2)
+    with pytest.raises(TrainingError, match="no usable model"):
+        fit(data, "gaussian", epochs=3, lr=1e30, threads=1, progress=False)
+
+
+def test_fit_that_learns_nothing_warns_loudly():
+    """A learning rate of 1e-12 changes nothing, and early stopping ends the run inside the
+    warm-up: both are said, not hidden behind a normal return."""
+    data = simulate_bursts("ou", n_traj=40, t_end=0.2, seed=2)
+    with pytest.warns(RuntimeWarning) as seen:
+        fit(data, "gaussian", epochs=1000, lr=1e-12, patience=1, threads=1, progress=False)
+    text = " ".join(str(w.message) for w in seen)
+    assert "did not improve on the initial model" in text
+    assert "never reached its peak" in text
+
+
+def test_fit_interrupted_before_its_first_epoch_writes_nothing(work, tmp_path, monkeypatch, capsys):
+    """SIGTERM while the data load (simulated: the handler fires as soon as it is set): no
+    epoch completed, so the existing model stays as it was and no checkpoint is claimed."""
+    import slowflow.cli as cli
+
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"previous model")
+    real = cli.signal.signal
+
+    def fire_at_once(sig, handler):
+        old = real(sig, handler)
+        if getattr(handler, "__name__", "") == "on_term":
+            handler(sig, None)
+        return old
+
+    monkeypatch.setattr(cli.signal, "signal", fire_at_once)
+    rc = main(["fit", str(work / "f.npz"), "--out", str(out), "--preset", "gaussian"])
+    err = capsys.readouterr().err
+    assert rc == 130
+    assert "before the first epoch completed; nothing was written" in err
+    assert "checkpoint kept" not in err
+    assert out.read_bytes() == b"previous model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+# --------------------------------------------------------------- property-based CLI run
+EDGE = [
+    "0", "-1", "1", "2", "0.5", "-0.0", "1e-300", "1e12", "1e999", "-1e999", "nan", "inf",
+    "-inf", "1 2", "1,2", "1,,2", ",", "", " ", "0x10", "1_000", "١", "1e", "e1", "--",
+    "9" * 30, "2.5", "1e6",
+]  # fmt: skip
+OPTIONS = {
+    "predict": (
+        "predict {m} --x0 0.5 --steps 2 --n-paths 3 --out {o}.npz",
+        ["--x0", "--steps", "--n-paths", "--every", "--chunk-paths", "--seed"],
+    ),
+    "drift": ("drift {m} --n-points 2 --n-samples 10 --out {o}.npz", ["--x", "--n-points", "--n-samples", "--seed"]),
+    "simulate": (
+        "simulate ou --n-traj 3 --t-end 0.05 --out {o}.npz",
+        ["--n-traj", "--t-end", "--dt-obs", "--substeps", "--seed", "--x0"],
+    ),
+    "fit": (
+        "fit {f} --epochs 1 --batch-size 64 --preset gaussian --out {o}.pt",
+        ["--epochs", "--batch-size", "--lr", "--patience", "--pairs-per-traj", "--max-minutes", "--dt"],
+    ),
+}  # fmt: skip
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    command=st.sampled_from(sorted(OPTIONS)),
+    choice=st.data(),
+)
+def test_cli_over_option_values(work, tmp_path, command, choice):
+    """Any value of any option: exit 0 with the output written, or exit 2 with exactly one
+    ``slowflow: error:`` line; never a traceback, never a temporary file left behind."""
+    line, options = OPTIONS[command]
+    option = choice.draw(st.sampled_from(options), label="option")
+    value = choice.draw(
+        st.one_of(st.sampled_from(EDGE), st.integers(-3, 5).map(str)), label="value"
+    )
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
+    out = folder / "o"
+    argv = line.format(m=work / "m.pt", f=work / "f.npz", o=out).split()
+    argv = [*argv, option, value]
+    err, stdout = io.StringIO(), io.StringIO()
+    torch.set_num_threads(1)
+    with redirect_stderr(err), redirect_stdout(stdout):
+        rc = main(argv)
+    text = err.getvalue()
+    assert "Traceback" not in text
+    assert not _temps(tmp_path) and not _temps(work)
+    written = list(folder.glob("o.*"))
+    if rc == 0:
+        assert written, text
+    else:
+        errors = [s for s in text.splitlines() if s.startswith("slowflow: error:")]
+        assert rc == 2 and len(errors) == 1, (argv, rc, text)
+        assert not written
