@@ -869,6 +869,12 @@ def make_pairs(
         raise ConfigError(
             f"pairs_per_traj must be a positive integer or None, found {pairs_per_traj!r}"
         )
+    from ._limits import check_memory
+
+    check_memory(  # start indices, pair indices and the two pair arrays
+        8.0 * data.n_traj * int(pairs_per_traj) * (2 + 2 * data.dim),
+        f"pairs_per_traj={pairs_per_traj} (CLI: --pairs-per-traj) x {data.n_traj} trajectories",
+    )
     gen = np.random.default_rng(rng)
     start = gen.integers(0, (lengths - 1)[:, None], size=(data.n_traj, int(pairs_per_traj)))
     traj = np.broadcast_to(np.arange(data.n_traj)[:, None], start.shape)

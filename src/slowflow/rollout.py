@@ -621,6 +621,17 @@ def drift_diffusion(model: FlowMap, x, n_samples: int = 20_000, seed: int = 0) -
         drift_se[i] = inc.std(0, ddof=1) / np.sqrt(n_samples) / dt
         cov[i] = prod.sum(0) / (n_samples - 1) / dt
         cov_se[i] = prod.std(0, ddof=1) / np.sqrt(n_samples) / dt
+    bad = ~(np.isfinite(drift).all(axis=1) & np.isfinite(cov).all(axis=(1, 2)))
+    if bad.any():
+        warnings.warn(
+            f"drift/diffusion are not finite at {int(bad.sum())} of {n} points (e.g. x="
+            f"{x[np.flatnonzero(bad)[0]].tolist()}); the model fails there (far outside the "
+            "training data?)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    else:
+        _warn_outside(model, x)
     return DriftDiffusion(x, drift, drift_se, cov, cov_se, dt, int(n_samples))
 
 
