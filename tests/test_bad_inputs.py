@@ -243,6 +243,15 @@ CATALOGUE = {
         "predict {t}/negdt.pt --x0 1 --steps 3 --n-paths 5 --out {t}/o.npz",
         "'dt'",
     ),
+    "unknown device": (
+        "predict {w}/m.pt --x0 1 --steps 3 --n-paths 5 --device foo --out {t}/o.npz",
+        "device",
+    ),
+    "10^12 pairs per trajectory": (
+        "fit {w}/f.npz --pairs-per-traj 1e12 --out {t}/o.pt",
+        "--pairs-per-traj",
+    ),
+    "seed out of range": ("simulate ou --n-traj 5 --seed -1 --out {t}/o.npz", "--seed"),
     # success means success
     "data with values near 1e300": ("fit {t}/huge.npz --out {t}/o.pt", "too large"),
     "resume with data of another Delta": ("fit {t}/dt05.npz --resume --out {w}/r.pt", "dt"),

@@ -110,6 +110,19 @@ def test_streamed_npz_memory_is_one_chunk(tmp_path):
     assert peak < result / 4, (peak, result)
 
 
+def test_model_archive_is_sized_before_unpacking(work, monkeypatch):
+    """A torch file is a zip whose members may unpack to far more than the file (a 32 MB
+    file can declare 32 GB of compressed zeros): their declared sizes are checked against
+    the available memory before torch reads them (here made smaller than the model)."""
+    import slowflow._limits as limits
+    from slowflow.errors import ModelFileError
+    from slowflow.model.io import load_model
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 1000)
+    with pytest.raises(ModelFileError, match="the unpacked model file would need"):
+        load_model(work / "m.pt")
+
+
 # ------------------------------------------------------------------ success means success
 def test_budget_governs_the_warmup():
     """--epochs 1e9 --max-minutes 0.1: the warm-up is 2 % of the 6 s budget (0.12 s), not

@@ -65,3 +65,16 @@ def check_disk(path: str | os.PathLike, n_bytes: float, what: str) -> None:
         raise ConfigError(
             f"{what}: {Path(path).name} would take {gb(n_bytes)} but {q} has only {gb(free)} free"
         )
+
+
+def check_archive(path: str | os.PathLike, what: str) -> None:
+    """Refuse a zip archive (a torch file) whose members would unpack to more than the
+    available memory (a small file can declare gigabytes of compressed zeros)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            total = sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        return  # not a readable zip: the reader reports it
+    check_memory(total, what)

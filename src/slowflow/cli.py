@@ -275,7 +275,10 @@ def cmd_predict(args) -> int:
             "steps 0, every, ..., steps"
         )
     x0 = _floats(args.x0)
-    model = load_model(args.model, device=args.device if args.device != "auto" else "cpu")
+    from .train import resolve_device
+
+    device = resolve_device(args.device if args.device != "auto" else "cpu")
+    model = load_model(args.model, device=device)
     n_obs = args.steps // args.every + 1
     need = 8 * args.n_paths * n_obs * model.dim
     if ext == ".csv" and need > IN_MEMORY_LIMIT_BYTES:

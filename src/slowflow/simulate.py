@@ -239,10 +239,9 @@ def _check_size(system: System, n: int, n_steps: int, keep_fast: bool, count: st
 
     k = system.dim if keep_fast else system.slow_dim
     n_bytes = 1.5 * 8.0 * n * (n_steps + 1) * k + 8.0 * n * (4 + 2 * system.dim)
-    check_memory(
-        n_bytes,
-        f"{count}={n} x {n_steps + 1} observations (CLI: --{count.replace('_', '-')}, --t-end)",
-    )
+    obs = n_steps + 1 if n_steps < 10**15 else f"{n_steps + 1:.3g}"
+    flag = count.replace("_", "-")
+    check_memory(n_bytes, f"{count}={n} x {obs} observations (CLI: --{flag}, --t-end, --dt-obs)")
 
 
 def _meta(system: System, **kw) -> dict:

@@ -129,7 +129,10 @@ def resolve_device(device: str) -> torch.device:
         raise ConfigError(
             "device 'cuda' was asked for but no CUDA GPU is available; use --device cpu"
         )
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None
 
 
 class _Schedule:

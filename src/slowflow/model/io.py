@@ -70,6 +70,12 @@ def _read(path: Path) -> dict:
         raise ModelFileError(f"{path}: is a directory, expected a slowflow model file")
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path}: empty file, expected a slowflow model file")
+    from .._limits import check_archive
+
+    try:
+        check_archive(path, f"{path}: the unpacked model file")
+    except ConfigError as exc:
+        raise ModelFileError(str(exc)) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes about pickle protocols
