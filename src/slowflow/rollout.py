@@ -512,29 +512,15 @@ def simulate_to_trajectories_file(
 
 
 def _write_npz_stream(path: Path, shape, chunks, dt: float, names, meta: dict) -> None:
-    """The layout of :func:`slowflow.save_trajectories` (keys x, dt, names, meta), with
-    ``x`` (float64) written into its zip member one piece at a time."""
-    import zipfile
+    """The layout of :func:`slowflow.save_trajectories` (keys x, dt, names, meta), written
+    through :class:`slowflow.TrajectoryWriter` in pieces of about 4 MB."""
+    from .store import TrajectoryWriter
 
-    from .data import _json_default
-
-    header = {"descr": "<f8", "fortran_order": False, "shape": tuple(shape)}
-    small = {
-        "dt": np.float64(dt),
-        "names": np.array(names, dtype=np.str_),
-        "meta": np.array(json.dumps(meta, default=_json_default)),
-    }
-    with atomic_open(path, "wb") as fh, zipfile.ZipFile(fh, "w", allowZip64=True) as zf:
-        with zf.open("x.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array_header_2_0(member, header)
-            for _, _, arr in chunks:
-                step = max(1, (1 << 19) // (arr.shape[1] * arr.shape[2]))
-                for p0 in range(0, arr.shape[0], step):
-                    piece = np.ascontiguousarray(arr[p0 : p0 + step], dtype="<f8")
-                    member.write(memoryview(piece).cast("B"))
-        for key, value in small.items():
-            with zf.open(f"{key}.npy", "w") as member:
-                np.lib.format.write_array(member, value, allow_pickle=False)
+    with TrajectoryWriter(path, *shape, dt=dt, names=names, meta=meta) as writer:
+        for _, _, arr in chunks:
+            step = max(1, (1 << 19) // (arr.shape[1] * arr.shape[2]))
+            for p0 in range(0, arr.shape[0], step):
+                writer.write(arr[p0 : p0 + step])
 
 
 def _write_csv_stream(path: Path, chunks, dt: float, names) -> None:
