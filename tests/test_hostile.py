@@ -5,6 +5,7 @@ property-based run of the command line over option values (see SECURITY.md)."""
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 import tracemalloc
 from contextlib import redirect_stderr, redirect_stdout
@@ -77,6 +78,27 @@ def test_atomic_write_refuses_a_saver_that_appends_a_suffix(tmp_path):
             np.savez(tmp, x=np.zeros(3))
     assert target.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_output_locations_are_refused_before_work(tmp_path):
+    """A name too long for a temporary file next to it used to fail only after the whole
+    computation; a name longer than the file system allows, or a folder without write
+    permission (not testable as root), is refused up front."""
+    from slowflow._io import check_output
+    from slowflow.errors import ConfigError
+
+    check_output(tmp_path / ("a" * 250 + ".npz"))  # fits: the temporary name is shortened
+    with atomic_write(tmp_path / ("b" * 250 + ".npz")) as tmp:
+        tmp.write_bytes(b"ok")
+    assert (tmp_path / ("b" * 250 + ".npz")).read_bytes() == b"ok"
+    with pytest.raises(ConfigError, match="too long"):
+        check_output(tmp_path / ("a" * 300 + ".npz"))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    if os.geteuid() != 0:
+        with pytest.raises(ConfigError, match="cannot write"):
+            check_output(locked / "o.npz")
+    assert not _temps(tmp_path)
 
 
 @pytest.mark.parametrize("ext", [".npz", ".csv"])

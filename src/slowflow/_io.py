@@ -27,8 +27,11 @@ def _reserve_temp(target: Path) -> Path:
     directory (so :func:`os.replace` is atomic) and with the same suffix as the target (so
     savers such as :func:`numpy.save` do not append an extension).
     """
+    # a name of up to 255 bytes must still get a temporary name of at most 255 bytes
+    room = 255 - len(f".{TEMP_MARK}12345678{target.suffix}".encode())
+    head = target.name.encode()[: max(1, room)].decode(errors="ignore")
     for _ in range(100):
-        tmp = target.with_name(f".{target.name}{TEMP_MARK}{secrets.token_hex(4)}{target.suffix}")
+        tmp = target.with_name(f".{head}{TEMP_MARK}{secrets.token_hex(4)}{target.suffix}")
         try:
             # 0o666 & ~umask: the final file gets the same permissions as a plain open().
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -141,7 +144,13 @@ def check_output(
     ConfigError
         One line naming ``option`` and the problem.
     """
-    out = Path(path)
+    try:
+        _check_output(Path(path), inputs, option, folder_files)
+    except OSError as exc:  # a name too long, a loop of links, ...
+        raise ConfigError(f"{option} {path}: {exc.strerror or exc}") from None
+
+
+def _check_output(out: Path, inputs, option: str, folder_files) -> None:
     if folder_files is None:
         if out.is_dir():
             raise ConfigError(f"{option} {out}: is a directory; expected a file name")
@@ -155,6 +164,12 @@ def check_output(
         raise ConfigError(f"{option} {out}: {base} is not a directory")
     if not os.access(base, os.W_OK | os.X_OK):
         raise ConfigError(f"{option} {out}: cannot write in {base} (permission denied)")
+    probe_dir = out.parent if folder_files is None else out
+    if probe_dir.is_dir():  # try what the writer will do: create a temporary file there
+        try:
+            _reserve_temp(written[0]).unlink()
+        except OSError as exc:
+            raise ConfigError(f"{option} {out}: cannot write there ({exc.strerror})") from None
     for src in inputs:
         if src is None:
             continue
