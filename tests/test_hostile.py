@@ -145,6 +145,24 @@ def test_model_archive_is_sized_before_unpacking(work, monkeypatch):
         load_model(work / "m.pt")
 
 
+def test_text_and_matlab_files_are_sized_before_reading(tmp_path, monkeypatch):
+    """A CSV becomes Python strings (about 12 bytes of memory per byte of file) before it
+    becomes numbers, and a MATLAB file is read whole: both are refused when that would not
+    fit (available memory made 1 kB here; the files are ~0.2-1 kB)."""
+    from scipy.io import savemat
+
+    import slowflow._limits as limits
+    from slowflow.errors import DataError
+
+    (tmp_path / "d.csv").write_text("traj,t,x\n" + "".join(f"0,{k / 100},{k}\n" for k in range(20)))
+    savemat(tmp_path / "d.mat", {"data": np.zeros((1, 20, 3))})
+    assert load_trajectories(tmp_path / "d.csv").n_obs == 20
+    monkeypatch.setattr(limits, "available_memory", lambda: 1000)
+    for name in ("d.csv", "d.mat"):
+        with pytest.raises(DataError, match="reading this file would need"):
+            load_trajectories(tmp_path / name, dt=0.01)
+
+
 # ------------------------------------------------------------------ success means success
 def test_budget_governs_the_warmup():
     """--epochs 1e9 --max-minutes 0.1: the warm-up is 2 % of the 6 s budget (0.12 s), not

@@ -640,6 +640,7 @@ def _load_mat(p: Path, src: str, dt: float | None) -> Trajectories:
     try:
         if matfile_version(str(p))[0] == 2:
             raise DataError(v73)
+        _check_read_size(p, src)
         contents = _loadmat_isolated(p, src)
     except NotImplementedError:
         raise DataError(v73) from None
@@ -665,7 +666,24 @@ def _load_mat(p: Path, src: str, dt: float | None) -> Trajectories:
     return Trajectories(x, dt, (), {"source": src})
 
 
+#: Memory taken while reading a file, per byte of file: a CSV's cells become Python strings
+#: and lists (about 60 bytes per cell of a few characters) before they become floats; a
+#: MATLAB file is read whole by the child and saved again for this process.
+_READ_FACTOR = {".csv": 12, ".mat": 3}
+
+
+def _check_read_size(p: Path, src: str) -> None:
+    from ._limits import check_memory
+
+    size = p.stat().st_size
+    try:
+        check_memory(size * _READ_FACTOR[p.suffix.lower()], f"{src}: reading this file")
+    except ConfigError as exc:
+        raise DataError(f"{exc}; convert it to .npz or .npy (read without copies)") from None
+
+
 def _load_csv(p: Path, src: str, dt: float | None) -> Trajectories:
+    _check_read_size(p, src)
     header: list[str] | None = None
     rows: list[list[str]] = []
     lines: list[int] = []
