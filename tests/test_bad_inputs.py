@@ -203,6 +203,10 @@ CATALOGUE = {
         "evaluate {t}/e01.npz {t}/e01.npz --times 1,,2 --out {t}/ev",
         "--times",
     ),
+    "time beyond the ensembles' horizon": (
+        "evaluate {t}/e01.npz {t}/e01.npz --times -1 --out {t}/ev",
+        "horizon",
+    ),
     "infinite learning rate": ("fit {w}/f.npz --lr inf --out {t}/o.pt", "--lr"),
     "NaN duration": ("simulate ou --n-traj 5 --t-end nan --out {t}/o.npz", "--t-end"),
     "fractional count": (

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from slowflow._io import TEMP_MARK, atomic_write
 from slowflow.cli import main
-from slowflow.data import load_trajectories, save_trajectories
+from slowflow.data import Trajectories, load_trajectories, save_trajectories
 from slowflow.errors import TrainingError
 from slowflow.model.config import get_preset
 from slowflow.model.flowmap import FlowMap
@@ -46,6 +46,8 @@ def work(tmp_path_factory, torch_one_thread) -> Path:
     argv = ["fit", str(d / "f.npz"), "--out", str(d / "m.pt"), "--epochs", "1"]
     with redirect_stderr(io.StringIO()), redirect_stdout(io.StringIO()):
         assert main([*argv, "--preset", "gaussian"]) == 0
+    x = np.random.default_rng(1).normal(size=(200, 11, 1))
+    save_trajectories(Trajectories(x=x, dt=0.01), d / "e.npz")
     return d
 
 
@@ -221,10 +223,34 @@ def test_fit_interrupted_before_its_first_epoch_writes_nothing(work, tmp_path, m
 
 # --------------------------------------------------------------- property-based CLI run
 EDGE = [
-    "0", "-1", "1", "2", "0.5", "-0.0", "1e-300", "1e12", "1e999", "-1e999", "nan", "inf",
-    "-inf", "1 2", "1,2", "1,,2", ",", "", " ", "0x10", "1_000", "١", "1e", "e1", "--",
-    "9" * 30, "2.5", "1e6",
-]  # fmt: skip
+    "0",
+    "-1",
+    "1",
+    "2",
+    "0.5",
+    "-0.0",
+    "1e-300",
+    "1e12",
+    "1e999",
+    "-1e999",
+    "nan",
+    "inf",
+    "-inf",
+    "1 2",
+    "1,2",
+    "1,,2",
+    ",",
+    "",
+    " ",
+    "0x10",
+    "1_000",
+    "١",
+    "1e",
+    "e1",
+    "--",
+    "9" * 30,
+    "2.5",
+]  # fmt: skip (no 1e6: drift --n-points 1e6 is valid and takes 20 minutes)
 OPTIONS = {
     "predict": (
         "predict {m} --x0 0.5 --steps 2 --n-paths 3 --out {o}.npz",
@@ -235,6 +261,11 @@ OPTIONS = {
         "simulate ou --n-traj 3 --t-end 0.05 --out {o}.npz",
         ["--n-traj", "--t-end", "--dt-obs", "--substeps", "--seed", "--x0"],
     ),
+    "evaluate": ("evaluate {e} {e} --out {o}", ["--times", "--dt", "--w1-steps", "--ref-b"]),
+    "check": (
+        "check {m} {f} --n-starts 10 --n-members 2 --max-lead 2 --out {o}",
+        ["--max-lead", "--n-starts", "--n-members", "--dt", "--seed", "--system"],
+    ),
     "fit": (
         "fit {f} --epochs 1 --batch-size 64 --preset gaussian --out {o}.pt",
         ["--epochs", "--batch-size", "--lr", "--patience", "--pairs-per-traj", "--max-minutes", "--dt"],
@@ -243,7 +274,7 @@ OPTIONS = {
 
 
 @settings(
-    max_examples=40,
+    max_examples=60,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
@@ -262,7 +293,7 @@ def test_cli_over_option_values(work, tmp_path, command, choice):
     )
     folder = Path(tempfile.mkdtemp(dir=tmp_path))
     out = folder / "o"
-    argv = line.format(m=work / "m.pt", f=work / "f.npz", o=out).split()
+    argv = line.format(m=work / "m.pt", f=work / "f.npz", e=work / "e.npz", o=out).split()
     argv = [*argv, option, value]
     err, stdout = io.StringIO(), io.StringIO()
     torch.set_num_threads(1)
@@ -271,10 +302,30 @@ def test_cli_over_option_values(work, tmp_path, command, choice):
     text = err.getvalue()
     assert "Traceback" not in text
     assert not _temps(tmp_path) and not _temps(work)
-    written = list(folder.glob("o.*"))
-    if rc == 0:
+    written = [p for p in folder.rglob("*") if p.is_file()]
+    if rc == 0 or (command == "check" and rc == 1):  # check: 1 = ran, kernel flagged
         assert written, text
     else:
         errors = [s for s in text.splitlines() if s.startswith("slowflow: error:")]
         assert rc == 2 and len(errors) == 1, (argv, rc, text)
         assert not written
+
+
+def test_evaluate_failing_midway_keeps_the_previous_folder(work, tmp_path, monkeypatch, capsys):
+    """evaluate writes metrics.json and several figures: a failure while drawing the third
+    leaves the previous files of the folder as they were (all files or none)."""
+    from slowflow.evaluate import plots
+
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "metrics.json").write_text("previous")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(plots, "histograms", broken)
+    e = str(work / "e.npz")
+    assert main(["evaluate", e, e, "--out", str(out)]) == 2
+    assert "disk full" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+    assert (out / "metrics.json").read_text() == "previous"

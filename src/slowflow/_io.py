@@ -106,6 +106,29 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs) -> Ite
         yield fh
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a set of files into the folder ``path`` all or nothing.
+
+    Yields a hidden staging folder inside ``path`` (``.slowflow.tmp-<hex>``); when the block
+    ends normally each file written there is moved into ``path`` (one atomic rename each,
+    replacing older files of the same names), and the staging folder is removed. If the
+    block raises, the staging folder is removed and ``path`` keeps its previous files.
+    """
+    import shutil
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = folder / f".slowflow{TEMP_MARK}{secrets.token_hex(4)}"
+    stage.mkdir()
+    try:
+        yield stage
+        for item in sorted(stage.iterdir()):
+            os.replace(item, folder / item.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def _same(a: Path, b: Path) -> bool:
     """Whether ``a`` and ``b`` name the same file (symbolic and hard links included)."""
     try:

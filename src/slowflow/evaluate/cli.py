@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._io import check_output
+from .._io import atomic_folder, check_output
 from ..cli import _finite, _floats, _integer, _seed
 
 #: Files ``evaluate`` writes in its --out folder.
@@ -49,25 +49,38 @@ def cmd_evaluate(args) -> int:
     for other, label in ((ref, args.ref), (ref_b, args.ref_b)):
         if other is not None:
             _same_grid(other.x.shape, other.dt, label, pred.x.shape, pred.dt, args.pred)
+    _check_times(times, pred.dt, pred.n_obs - 1)
     ev = evaluate_ensembles(pred.x, ref.x, None if ref_b is None else ref_b.x, pred.dt, times)
     out = Path(args.out)
-    write_json(public(ev), out / "metrics.json")
-    figures_for(
-        pred.x,
-        ref.x,
-        pred.dt,
-        ev["times"],
-        out,
-        names=pred.names,
-        floor=ev.get("_floor_series"),
-        w1=ev.get("_w1_series"),
-    )
+    with atomic_folder(out) as stage:  # all files or none
+        write_json(public(ev), stage / "metrics.json")
+        figures_for(
+            pred.x,
+            ref.x,
+            pred.dt,
+            ev["times"],
+            stage,
+            names=pred.names,
+            floor=ev.get("_floor_series"),
+            w1=ev.get("_w1_series"),
+        )
     w1 = ev["w1"]
     line = "W1 time-avg " + ", ".join(f"{v:.4g}" for v in w1["w1_time_avg"])
     if "ratio_time_avg" in w1:
         line += "; W1/floor " + ", ".join(f"{v:.2f}" for v in w1["ratio_time_avg"])
     print(f"{line}; wrote {out / 'metrics.json'} and figures")
     return 0
+
+
+def _check_times(times, dt: float, n_steps: int) -> None:
+    """--times must lie on the ensembles' horizon [0, n_steps * dt]."""
+    from ..errors import ConfigError
+
+    for t in times or ():
+        if not -0.5 <= t / dt <= n_steps + 0.5:
+            raise ConfigError(
+                f"--times {t:g} lies outside the ensembles' horizon 0..{n_steps * dt:g}"
+            )
 
 
 def _same_grid(shape, dt, label, pred_shape, pred_dt, pred_label) -> None:
@@ -136,6 +149,7 @@ def _evaluate_streaming(args) -> int:
     n_time, d = int(pred.shape[1]), int(pred.shape[2])
     n_steps = n_time - 1
     times = _floats(args.times, "--times") if args.times else None
+    _check_times(times, dt, n_steps)
     if times is None:
         times = [dt * n_steps * f for f in (0.25, 0.5, 0.75, 1.0)]
     times = [t for t in times if round(t / dt) <= n_steps]
@@ -199,50 +213,50 @@ def _evaluate_streaming(args) -> int:
         acf_r = metrics.scan_autocorrelation(ref, lag, scan["ref"].mean, name=str(args.ref))
         err = np.abs(acf_p - acf_r)[1:]
         out["autocorrelation"] = {"max_lag": lag, "mean_abs_error": err.mean(axis=0)}
-    out_dir = Path(args.out)
-    write_json(out, out_dir / "metrics.json")
-    head = 1000  # paths drawn in the path and phase figures come from the first ones
-    plots.save_figure(
-        plots.sample_paths(np.asarray(pred[:head]), np.asarray(ref[:head]), dt, names=names),
-        out_dir / "paths.png",
-    )
-    plots.save_figure(
-        plots.mean_std(
-            {
-                "truth": (scan["ref"].mean, scan["ref"].std),
-                "model": (scan["pred"].mean, scan["pred"].std),
-            },
-            dt,
-            names=names,
-        ),
-        out_dir / "mean_std.png",
-    )
-    if idx:
+    with atomic_folder(args.out) as out_dir:  # all files or none
+        write_json(out, out_dir / "metrics.json")
+        head = 1000  # paths drawn in the path and phase figures come from the first ones
         plots.save_figure(
-            plots.histograms(
-                {"truth": scan["ref"].slices, "model": scan["pred"].slices},
+            plots.sample_paths(np.asarray(pred[:head]), np.asarray(ref[:head]), dt, names=names),
+            out_dir / "paths.png",
+        )
+        plots.save_figure(
+            plots.mean_std(
+                {
+                    "truth": (scan["ref"].mean, scan["ref"].std),
+                    "model": (scan["pred"].mean, scan["pred"].std),
+                },
                 dt,
-                times,
                 names=names,
-                columns=list(range(len(idx))),
             ),
-            out_dir / "histograms.png",
+            out_dir / "mean_std.png",
         )
-    if d >= 2:
-        plots.save_figure(
-            plots.phase_portrait(np.asarray(pred[:head]), np.asarray(ref[:head]), names=names),
-            out_dir / "phase.png",
-        )
-    if floor_grid is not None:
-        plots.save_figure(
-            plots.w1_over_time(w1_grid, floor_grid, dt * stride, names=names),
-            out_dir / "w1.png",
-        )
+        if idx:
+            plots.save_figure(
+                plots.histograms(
+                    {"truth": scan["ref"].slices, "model": scan["pred"].slices},
+                    dt,
+                    times,
+                    names=names,
+                    columns=list(range(len(idx))),
+                ),
+                out_dir / "histograms.png",
+            )
+        if d >= 2:
+            plots.save_figure(
+                plots.phase_portrait(np.asarray(pred[:head]), np.asarray(ref[:head]), names=names),
+                out_dir / "phase.png",
+            )
+        if floor_grid is not None:
+            plots.save_figure(
+                plots.w1_over_time(w1_grid, floor_grid, dt * stride, names=names),
+                out_dir / "w1.png",
+            )
     w1 = out["w1"]
     line = "W1 time-avg " + ", ".join(f"{v:.4g}" for v in w1["w1_time_avg"])
     if "ratio_time_avg" in w1:
         line += "; W1/floor " + ", ".join(f"{v:.2f}" for v in w1["ratio_time_avg"])
-    print(f"{line} (streamed); wrote {out_dir / 'metrics.json'} and figures")
+    print(f"{line} (streamed); wrote {Path(args.out) / 'metrics.json'} and figures")
     return 0
 
 
@@ -268,20 +282,23 @@ def cmd_check(args) -> int:
         seed=args.seed,
         reference=reference,
     )
-    out = Path(args.out)
-    write_json(res.to_dict(), out / "calibration.json")
-    scores = {"model": res.crps[:, 0]}
-    if res.crps_reference is not None:
-        scores["reference"] = res.crps_reference[:, 0]
-    plots.save_figure(
-        plots.calibration(
-            res.leads,
-            scores,
-            {"lead 1": res.pit_counts[0, 0], f"lead {int(res.leads[-1])}": res.pit_counts[-1, 0]},
-            "CRPS of x1",
-        ),
-        out / "calibration.png",
-    )
+    with atomic_folder(args.out) as out:  # all files or none
+        write_json(res.to_dict(), out / "calibration.json")
+        scores = {"model": res.crps[:, 0]}
+        if res.crps_reference is not None:
+            scores["reference"] = res.crps_reference[:, 0]
+        plots.save_figure(
+            plots.calibration(
+                res.leads,
+                scores,
+                {
+                    "lead 1": res.pit_counts[0, 0],
+                    f"lead {int(res.leads[-1])}": res.pit_counts[-1, 0],
+                },
+                "CRPS of x1",
+            ),
+            out / "calibration.png",
+        )
     print(res.summary())
     return 0 if res.calibrated else 1
 
