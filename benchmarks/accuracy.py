@@ -127,6 +127,44 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def summary_table(rows: list[dict], models: list[str]) -> str:
+    """Compact markdown for the README: per example and component, each model's median
+    W1/floor with its range over seeds."""
+    keys = list(dict.fromkeys((r["example"], r["component"]) for r in rows))
+    by = {(r["example"], r["component"], r["model"]): r for r in rows}
+    head = "| example | x | " + " | ".join(models) + " |"
+    out = [head, "|---|---|" + "---|" * len(models)]
+    for ex, c in keys:
+        cells = []
+        for m in models:
+            r = by.get((ex, c, m))
+            cells.append("-" if r is None else f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})")
+        out.append(f"| {ex} | x{c + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def write_docs(rows: list[dict], payload: dict, models: list[str]) -> None:
+    """Put the tables between the ``<!-- accuracy-table -->`` markers of the README (the
+    compact one) and of docs/benchmarks/accuracy.md (the full one), with date and commit."""
+    root = Path(__file__).resolve().parents[1]
+    m = payload["machine"]
+    n_seeds = max(len(r["seeds"]) for r in rows)
+    stamp = (
+        f"Measured {m['date'][:10]} at commit {m['commit']} "
+        f"(`python benchmarks/accuracy.py --models {','.join(models)}`), {m['cpu_count']} "
+        f"CPU cores, {m['torch_threads']} torch threads, up to {n_seeds} seeds; W1/floor "
+        "median (range over seeds), time-averaged per component.\n\n"
+    )
+    for path, text in (
+        (root / "README.md", summary_table(rows, models)),
+        (root / "docs" / "benchmarks" / "accuracy.md", table(rows)),
+    ):
+        doc = path.read_text(encoding="utf-8")
+        start = doc.index("<!-- accuracy-table -->") + len("<!-- accuracy-table -->")
+        end = doc.index("<!-- /accuracy-table -->")
+        path.write_text(doc[:start] + "\n" + stamp + text + "\n" + doc[end:], encoding="utf-8")
+
+
 def figure(rows: list[dict]):
     """W1/floor per example and model: the median as a dot, the seeds' range as a bar."""
     from matplotlib.figure import Figure
@@ -168,6 +206,11 @@ def main() -> None:
         action="store_true",
         help="only gather the results that earlier runs left under --runs (no computing)",
     )
+    ap.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="put the tables into README.md and docs/benchmarks/accuracy.md",
+    )
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     models = tuple(args.models.split(","))
@@ -198,6 +241,8 @@ def main() -> None:
     (out / "accuracy.md").write_text(table(rows))
     if rows:
         figure(rows).savefig(out / "accuracy.png", dpi=120)
+        if args.write_docs:
+            write_docs(rows, payload, list(models))
     print(table(rows))
 
 

@@ -1,4 +1,5 @@
-"""The bad-input catalogue: every row of the README's table is one case here.
+"""The bad-input catalogue: every row of the troubleshooting page's table is one case here
+(docs/guide/troubleshooting.md).
 
 Each case runs a real command line in-process. A bad input must exit with code 2 and print
 exactly one line ``slowflow: error: ...`` that contains the stated fragment (naming the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shlex
 import zipfile
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from slowflow._io import TEMP_MARK
 from slowflow.cli import main
 from slowflow.data import Trajectories, save_trajectories
 
@@ -72,6 +75,29 @@ def _write_bad(t: Path, w: Path) -> None:
                 data = pickle.dumps(Evil(str(t / "SENTINEL")), protocol=2)
             z.writestr(item, data)
     (t / "plain.pt").unlink()
+    hdr = {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6, 1)}
+    with open(t / "bomb.npy", "wb") as fh:  # 200 bytes that announce 8 TB
+        np.lib.format.write_array_header_1_0(fh, hdr)
+        fh.write(bytes(64))
+    with zipfile.ZipFile(t / "bomb.npz", "w") as z:
+        with z.open("x.npy", "w") as m:
+            np.lib.format.write_array_header_1_0(m, hdr)
+            m.write(bytes(64))
+        with z.open("dt.npy", "w") as m:
+            np.lib.format.write_array(m, np.float64(0.01))
+    np.savez(t / "textdt.npz", x=rng.normal(size=(4, 10, 1)), dt="abc")
+    np.savez(t / "huge.npz", x=rng.normal(size=(20, 10, 1)) * 1e300, dt=0.01)
+    model = torch.load(w / "m.pt", weights_only=True)
+    torch.save(
+        {**model, "config": {**model["config"], "affine_hidden": [14000, 14000]}}, t / "wide.pt"
+    )
+    torch.save({**model, "dt": -0.01}, t / "negdt.pt")
+    x = rng.normal(size=(30, 11, 1))
+    save_trajectories(Trajectories(x=x, dt=0.01), t / "e01.npz")
+    save_trajectories(Trajectories(x=x, dt=0.02), t / "e02.npz")
+    (t / "dir.npz").mkdir()
+    (t / "link.npz").symlink_to(w / "f.npz")
+    os.link(w / "f.npz", t / "hard.npz")
 
 
 # id: (command line, fragment the message must contain). {w}: a folder with good OU bursts
@@ -152,6 +178,99 @@ CATALOGUE = {
         "predict {w}/m.pt --x0 1 --steps 1000 --n-paths 1000000 --out {t}/o.csv",
         ".npy",
     ),
+    # outputs
+    "--out is the data": ("drift {w}/m.pt --data {w}/f.npz --out {w}/f.npz", "would overwrite"),
+    "--out is a symbolic link to the data": (
+        "drift {w}/m.pt --data {w}/f.npz --out {t}/link.npz",
+        "would overwrite",
+    ),
+    "--out is a hard link to the data": (
+        "drift {w}/m.pt --data {w}/f.npz --out {t}/hard.npz",
+        "would overwrite",
+    ),
+    "--out is a directory": ("simulate ou --n-traj 5 --out {t}/dir.npz", "is a directory"),
+    "--out below a file": ("simulate ou --n-traj 5 --out {w}/f.npz/o.npz", "not a directory"),
+    "evaluate --out is a file": ("evaluate {w}/f.npz {w}/f.npz --out {w}/f.npz", "is a file"),
+    # option values
+    "x0 with a space instead of a comma": (
+        "predict {w}/m.pt --x0 '1 2' --steps 3 --n-paths 5 --out {t}/o.npz",
+        "--x0",
+    ),
+    "x0 that overflows to inf": (
+        "predict {w}/m.pt --x0 1e999 --steps 3 --n-paths 5 --out {t}/o.npz",
+        "too large",
+    ),
+    "empty item in a list": (
+        "evaluate {t}/e01.npz {t}/e01.npz --times 1,,2 --out {t}/ev",
+        "--times",
+    ),
+    "time beyond the ensembles' horizon": (
+        "evaluate {t}/e01.npz {t}/e01.npz --times -1 --out {t}/ev",
+        "horizon",
+    ),
+    "infinite learning rate": ("fit {w}/f.npz --lr inf --out {t}/o.pt", "--lr"),
+    "NaN duration": ("simulate ou --n-traj 5 --t-end nan --out {t}/o.npz", "--t-end"),
+    "fractional count": (
+        "predict {w}/m.pt --x0 1 --steps 3 --n-paths 2.5 --out {t}/o.npz",
+        "--n-paths",
+    ),
+    # sizes checked before allocating
+    "10^12 paths (predict)": (
+        "predict {w}/m.pt --x0 1 --steps 3 --n-paths 1e12 --out {t}/o.npz",
+        "--n-paths",
+    ),
+    "10^12 trajectories (simulate)": ("simulate ou --n-traj 1e12 --out {t}/o.npz", "--n-traj"),
+    "10^12 paths (simulate)": (
+        "simulate ou --x0 1 --n-paths 1e12 --t-end 0.1 --out {t}/o.npz",
+        "--n-paths",
+    ),
+    "t-end of 10^12": ("simulate ou --x0 1 --n-paths 5 --t-end 1e12 --out {t}/o.npz", "--t-end"),
+    "10^12 starts (check)": (
+        "check {w}/m.pt {w}/f.npz --n-starts 1e12 --out {t}/chk",
+        "--n-starts",
+    ),
+    "10^12 members (check)": (
+        "check {w}/m.pt {w}/f.npz --n-members 1e12 --out {t}/chk",
+        "--n-members",
+    ),
+    "10^12 samples (drift)": ("drift {w}/m.pt --n-samples 1e12 --out {t}/d.npz", "--n-samples"),
+    ".npy header announcing 10^12 values": (
+        "fit {t}/bomb.npy --dt 0.01 --out {t}/o.pt",
+        "truncated",
+    ),
+    ".npz entry announcing 10^12 values": ("fit {t}/bomb.npz --out {t}/o.pt", "truncated"),
+    "dt stored as text": ("fit {t}/textdt.npz --out {t}/o.pt", "'dt'"),
+    "model asking for 14,000-unit layers": (
+        "predict {t}/wide.pt --x0 1 --steps 3 --n-paths 5 --out {t}/o.npz",
+        "does not match its config",
+    ),
+    "model with a negative dt": (
+        "predict {t}/negdt.pt --x0 1 --steps 3 --n-paths 5 --out {t}/o.npz",
+        "'dt'",
+    ),
+    "unknown device": (
+        "predict {w}/m.pt --x0 1 --steps 3 --n-paths 5 --device foo --out {t}/o.npz",
+        "device",
+    ),
+    "10^12 pairs per trajectory": (
+        "fit {w}/f.npz --pairs-per-traj 1e12 --out {t}/o.pt",
+        "--pairs-per-traj",
+    ),
+    "seed out of range": ("simulate ou --n-traj 5 --seed -1 --out {t}/o.npz", "--seed"),
+    # success means success
+    "data with values near 1e300": ("fit {t}/huge.npz --out {t}/o.pt", "too large"),
+    "resume with data of another Delta": ("fit {t}/dt05.npz --resume --out {w}/r.pt", "dt"),
+    "resume with data of another d": ("fit {t}/d2.npz --resume --out {w}/r.pt", "d=2"),
+    "resume with another preset": ("fit {w}/f.npz --resume --preset nsf --out {w}/r.pt", "preset"),
+    "resume with another learning rate": ("fit {w}/f.npz --resume --lr 0.1 --out {w}/r.pt", "lr"),
+    "evaluate ensembles of different Delta": (
+        "evaluate {t}/e01.npz {t}/e02.npz --out {t}/ev",
+        "dt",
+    ),
+    "check with a Delta other than the model's": (
+        "check {w}/m.pt {t}/dt05.npz --dt 0.05 --out {t}/chk",
+        "dt",
+    ),
 }
 
 
@@ -163,6 +282,9 @@ def work(tmp_path_factory, torch_one_thread) -> Path:
     )
     (d / "f.txt").write_text("1 2 3\n")
     torch.set_num_threads(1)
+    from slowflow.train import fit
+
+    fit(d / "f.npz", "gaussian", epochs=1, checkpoint=d / "r.pt.ckpt", progress=False, threads=1)
     assert (
         main(
             [
@@ -186,7 +308,9 @@ def test_bad_input_catalogue(case, work, tmp_path, capsys):
     _write_bad(tmp_path, work)
     before = {p.name for p in tmp_path.iterdir()}
     line, fragment = CATALOGUE[case]
-    argv = [w.format(w=work, t=tmp_path) for w in line.split()]
+    argv = [w.format(w=work, t=tmp_path) for w in shlex.split(line)]
+    last = Path(argv[-1])
+    old = last.read_bytes() if last.is_file() else None
     capsys.readouterr()
     rc = main(argv)
     out, err = capsys.readouterr()
@@ -195,7 +319,11 @@ def test_bad_input_catalogue(case, work, tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("slowflow: error: "), err
     assert fragment.lower() in lines[0].lower(), lines[0]
     assert "Traceback" not in err
-    assert not Path(argv[-1]).exists()
+    if old is None:
+        assert not last.exists() or last.is_dir() and (tmp_path / "dir.npz") == last
+    else:  # an existing file named as output is left as it was
+        assert last.read_bytes() == old
+    assert not [p for p in work.iterdir() if TEMP_MARK in p.name]
     assert {p.name for p in tmp_path.iterdir()} == before, "a file was left behind"
     assert not (tmp_path / "SENTINEL").exists(), "a model file ran code"
 
@@ -225,3 +353,72 @@ def test_far_x0_warns_but_runs(work, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 0 and (tmp_path / "p.npz").exists()
     assert "slowflow: warning:" in err and "outside the training data's range" in err
+
+
+# ------------------------------------------------------- the troubleshooting page's table
+README = Path(__file__).resolve().parents[1] / "docs" / "guide" / "troubleshooting.md"
+TABLE_HEAD = "| bad input | command | exit | message |\n|---|---|---|---|\n"
+
+
+def _shown(line: str) -> str:
+    """The catalogue's command line as the table shows it (no folders)."""
+    return "slowflow " + line.replace("{w}/", "").replace("{t}/", "")
+
+
+def _readme_rows() -> list[tuple[str, str]]:
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index(TABLE_HEAD) + len(TABLE_HEAD) :].split("\n\n")[0]
+    rows = [r.split(" | ") for r in table.strip().splitlines()]
+    return [(r[0].removeprefix("| "), r[1].strip("`")) for r in rows]
+
+
+def test_readme_table_is_the_catalogue():
+    """The docs' bad-input table has one row per case, in order, with its command
+    (regenerate it with ``python tests/test_bad_inputs.py``)."""
+    assert _readme_rows() == [(case, _shown(line)) for case, (line, _) in CATALOGUE.items()]
+
+
+def regenerate_readme() -> None:  # pragma: no cover - a maintenance script
+    """Run every case and rewrite the docs' table with the messages it prints."""
+    import contextlib
+    import io
+    import tempfile
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as root:
+        w, rows = Path(root) / "w", []
+        w.mkdir()
+        main(["simulate", "ou", "--n-traj", "50", "--t-end", "0.2", "--out", str(w / "f.npz")])
+        (w / "f.txt").write_text("1 2 3\n")
+        from slowflow.train import fit
+
+        fit(w / "f.npz", "gaussian", epochs=1, checkpoint=w / "r.pt.ckpt", progress=False)
+        main(
+            [
+                "fit",
+                str(w / "f.npz"),
+                "--out",
+                str(w / "m.pt"),
+                "--epochs",
+                "1",
+                "--preset",
+                "gaussian",
+            ]
+        )
+        for i, (case, (line, _)) in enumerate(CATALOGUE.items()):
+            t = Path(root) / f"t{i}"
+            t.mkdir()
+            _write_bad(t, w)
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                rc = main([a.format(w=w, t=t) for a in shlex.split(line)])
+            msg = err.getvalue().strip().replace(f"{w}/", "").replace(f"{t}/", "")
+            rows.append(f"| {case} | `{_shown(line)}` | {rc} | `{msg}` |\n")
+    text = README.read_text(encoding="utf-8")
+    start = text.index(TABLE_HEAD) + len(TABLE_HEAD)
+    end = text.index("\n\n", start)
+    README.write_text(text[:start] + "".join(rows).rstrip("\n") + text[end:], encoding="utf-8")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    regenerate_readme()

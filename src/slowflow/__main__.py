@@ -1,7 +1,5 @@
 """``python -m slowflow`` (and ``torchrun -m slowflow``) runs the command-line interface."""
 
-import sys
+from .cli import _entry
 
-from .cli import main
-
-sys.exit(main())
+_entry()

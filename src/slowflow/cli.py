@@ -7,7 +7,10 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -16,14 +19,83 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import check_output
 from .errors import ConfigError, SlowflowError
 
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
-def _floats(text: str) -> list[float]:
+
+def _number(text: str, option: str) -> float:
+    """One finite number written plainly (no inf, nan, inner spaces or underscores)."""
+    item = str(text).strip()
+    if not _FLOAT.fullmatch(item):
+        raise ConfigError(f"{option}: expected a number like 1.5 or 2e-3, got {text!r}")
+    value = float(item)
+    if not math.isfinite(value):
+        raise ConfigError(f"{option}: {text!r} is too large (overflows to infinity)")
+    return value
+
+
+def _floats(text: str, option: str = "--x0") -> list[float]:
+    """Comma-separated finite numbers, parsed strictly: ``"1 2"`` is an error, not 12."""
+    items = str(text).split(",")
+    if any(not item.strip() for item in items):
+        raise ConfigError(
+            f"{option}: expected comma-separated numbers like 1.5,1.0, got {text!r} (an empty item)"
+        )
+    return [_number(item, option) for item in items]
+
+
+def _finite(text: str) -> float:
+    """argparse type of float options: finite numbers only."""
     try:
-        return [float(v) for v in str(text).replace(" ", "").split(",") if v != ""]
-    except ValueError:
-        raise ConfigError(f"expected comma-separated numbers like 1.5,1.0, got {text!r}") from None
+        return _number(text, "value")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
+
+
+def _integer(text: str) -> int:
+    """argparse type of integer options: ``12``, ``-3`` or an exact ``1e6``; no ``1.5``."""
+    item = str(text).strip()
+    if re.fullmatch(r"[+-]?\d+", item):
+        return int(item)
+    if _FLOAT.fullmatch(item):
+        value = float(item)
+        if math.isfinite(value) and value == int(value) and abs(value) < 2**63:
+            return int(value)
+    raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+
+
+def _seed(text: str) -> int:
+    """argparse type of --seed: an integer in [0, 2^63)."""
+    value = _integer(text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2^63 - 1, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with slowflow's one-line errors (``slowflow: error: ...``, exit code 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"slowflow: error: {self.prog.removeprefix('slowflow ')}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+class _Given(argparse.Action):
+    """Store the value and remember that the option was given (``args.given``)."""
+
+    def __init__(self, *a, flag: bool = False, **kw) -> None:
+        self.flag = flag
+        if flag:
+            kw.update(nargs=0, default=False)
+        super().__init__(*a, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, True if self.flag else values)
+        given = set(getattr(namespace, "given", set()))
+        given.add(self.dest)
+        namespace.given = given
 
 
 def _command_line() -> str:
@@ -61,6 +133,7 @@ def cmd_simulate(args) -> int:
 
     system = get_system(args.system)
     _check_out(args.out, (".npz", ".csv"))
+    check_output(args.out)
     if args.x0 is not None and args.n_traj is not None:
         raise ConfigError(
             "give either --n-traj (training bursts) or --x0 (test ensemble), not both"
@@ -87,35 +160,47 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def _check_out(path, suffixes) -> None:
+def _check_out(path, suffixes, inputs=()) -> None:
     if Path(path).suffix.lower() not in suffixes:
         raise ConfigError(f"--out {path}: unsupported extension; use one of {', '.join(suffixes)}")
+    check_output(path, inputs)
 
 
 # --------------------------------------------------------------------------------- fit
+_FIT_OPTIONS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "seed",
+    "device",
+    "max_minutes",
+    "pairs_per_traj",
+    "schedule",
+    "patience",
+    "stream",
+    "block_pairs",
+)
+
+
 def cmd_fit(args) -> int:
     from .model.io import save_model
     from .train import TrainConfig, fit
 
-    _check_out(args.out, (".pt",))
-    cfg = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-        max_minutes=args.max_minutes,
-        pairs_per_traj=args.pairs_per_traj,
-        schedule=args.schedule,
-        patience=args.patience,
-        stream=args.stream,
-        block_pairs=args.block_pairs,
-    )
+    checkpoint = Path(str(args.out) + ".ckpt")
+    _check_out(args.out, (".pt",), (args.data,))
+    check_output(checkpoint, (args.data,), option="--out (its checkpoint)")
+    given = getattr(args, "given", set())
+    if args.resume:
+        if not checkpoint.exists():
+            raise ConfigError(f"--resume: no checkpoint {checkpoint} (it is written while fitting)")
+        # settings come from the checkpoint; the options given must agree with it
+        cfg, overrides = None, {k: getattr(args, k) for k in _FIT_OPTIONS if k in given}
+        preset = args.preset if "preset" in given else None
+    else:
+        cfg = TrainConfig(**{k: getattr(args, k) for k in _FIT_OPTIONS})
+        overrides, preset = {}, args.preset
     # under torchrun every process trains; rank 0 alone writes the model and checkpoints
     lead = int(os.environ.get("RANK", "0") or 0) == 0
-    checkpoint = Path(str(args.out) + ".ckpt")
-    if args.resume and not checkpoint.exists():
-        raise ConfigError(f"--resume: no checkpoint {checkpoint} (it is written while fitting)")
     stop = {"flag": False}
 
     def on_term(signum, frame):  # SIGTERM: stop at the next step, keep the best model
@@ -125,34 +210,45 @@ def cmd_fit(args) -> int:
     try:
         model = fit(
             args.data,
-            args.preset,
+            preset,
             cfg,
             dt=args.dt,
             checkpoint=checkpoint if lead else None,
             resume=checkpoint if args.resume else None,
             stop_flag=lambda: stop["flag"],
+            **overrides,
         )
     finally:
         signal.signal(signal.SIGTERM, old)
+    h = model.history
+    interrupted = "interrupted" in h["stop_reason"]
+    if interrupted and h["best_epoch"] < 0:
+        kept = f"; {checkpoint} is kept (continue with --resume)" if checkpoint.exists() else ""
+        print(
+            f"slowflow: interrupted before the first epoch completed; nothing was written{kept}",
+            file=sys.stderr,
+        )
+        return 130
     if not lead:
-        return 130 if "interrupted" in model.history["stop_reason"] else 0
+        return 130 if interrupted else 0
     model.meta["command"] = _command_line()
     save_model(model, args.out)
-    h = model.history
     print(
         f"wrote {args.out}: best validation NLL {h['best_val_nll']:.4f} nats/pair at epoch "
         f"{h['best_epoch']}, {h['train_seconds']:.0f} s ({h['stop_reason']})"
     )
-    if "interrupted" not in h["stop_reason"]:
+    if not interrupted:
         checkpoint.unlink(missing_ok=True)
         return 0
-    print(f"checkpoint kept at {checkpoint}; continue with --resume")
+    if checkpoint.exists():
+        print(f"checkpoint kept at {checkpoint}; continue with --resume")
     return 130
 
 
 # ----------------------------------------------------------------------------- predict
-#: Largest ensemble (as float64 paths) that ``predict`` builds in memory for .npz/.csv output;
-#: larger ensembles must go to .npy, which is streamed to disk chunk by chunk.
+#: Largest ensemble (as float64 paths) that ``predict`` writes as .csv (a CSV is about three
+#: times larger than the binary formats and slow to read); .npz and .npy have no limit.
+#: All three are streamed: memory is one chunk of paths.
 IN_MEMORY_LIMIT_BYTES = 2 * 2**30
 
 
@@ -162,8 +258,12 @@ def _gb(n_bytes: float) -> str:
 
 def cmd_predict(args) -> int:
     from .model.io import load_model
+    from .rollout import SIDECAR_SUFFIX, simulate_to_file, simulate_to_trajectories_file
 
-    _check_out(args.out, (".npz", ".csv", ".npy"))
+    ext = Path(args.out).suffix.lower()
+    _check_out(args.out, (".npz", ".csv", ".npy"), (args.model,))
+    if ext == ".npy":
+        check_output(str(args.out) + SIDECAR_SUFFIX, (args.model,), option="--out (its sidecar)")
     for name in ("every", "chunk_paths"):  # --steps and --n-paths: checked by the rollout
         value = getattr(args, name)
         if value < 1:
@@ -174,9 +274,20 @@ def cmd_predict(args) -> int:
             f"--steps {args.steps} is not a multiple of --every {args.every}; the output keeps "
             "steps 0, every, ..., steps"
         )
-    model = load_model(args.model, device=args.device if args.device != "auto" else "cpu")
     x0 = _floats(args.x0)
+    from .train import resolve_device
+
+    device = resolve_device(args.device if args.device != "auto" else "cpu")
+    model = load_model(args.model, device=device)
     n_obs = args.steps // args.every + 1
+    need = 8 * args.n_paths * n_obs * model.dim
+    if ext == ".csv" and need > IN_MEMORY_LIMIT_BYTES:
+        raise ConfigError(
+            f"--out {args.out}: {args.n_paths} paths x {n_obs} observations x d={model.dim} "
+            f"are {_gb(need)} as float64, above the {_gb(IN_MEMORY_LIMIT_BYTES)} limit for .csv "
+            "output (about 3x larger as text, slow to read); write a .npy or .npz file instead "
+            "(both streamed to disk in chunks, e.g. --out ensemble.npy)"
+        )
     meta = {
         "kind": "prediction",
         "model": str(args.model),
@@ -185,64 +296,32 @@ def cmd_predict(args) -> int:
         "command": _command_line(),
         "slowflow_version": model.meta.get("slowflow_version"),
     }
-    progress = True if args.progress else None
-    if Path(args.out).suffix.lower() == ".npy":
-        from .rollout import simulate_to_file
-
-        summary = simulate_to_file(
-            model,
-            np.array(x0),
-            args.steps,
-            args.out,
-            n_paths=args.n_paths,
-            seed=args.seed,
-            chunk_paths=args.chunk_paths,
-            every=args.every,
-            progress=progress,
-            meta=meta,
-        )
-        size = Path(args.out).stat().st_size
-        detail = f"{n_obs} observations every {args.every} steps, " if args.every > 1 else ""
-        msg = summary.message()
-        print(
-            f"wrote {args.out} and {args.out}.json: {args.n_paths} paths x {args.steps} steps "
-            f"({detail}float32, {_gb(size)}), d={model.dim}" + (f" (warning: {msg})" if msg else "")
-        )
-        return 0
-
-    from .data import Trajectories, save_trajectories
-    from .rollout import simulate
-
-    need = 8 * args.n_paths * (args.steps + 1) * model.dim
-    if need > IN_MEMORY_LIMIT_BYTES:
-        raise ConfigError(
-            f"--out {args.out}: {args.n_paths} paths x {args.steps + 1} observations x "
-            f"d={model.dim} take {_gb(need)} in memory, above the {_gb(IN_MEMORY_LIMIT_BYTES)} "
-            f"limit for {Path(args.out).suffix} output; write a .npy file instead (streamed to "
-            "disk in chunks, e.g. --out ensemble.npy)"
-        )
-    paths, summary = simulate(
+    if args.every > 1:
+        meta["every"] = args.every
+    writer = simulate_to_file if ext == ".npy" else simulate_to_trajectories_file
+    summary = writer(
         model,
         np.array(x0),
         args.steps,
-        args.n_paths,
+        args.out,
+        n_paths=args.n_paths,
         seed=args.seed,
-        batch_size=args.chunk_paths,
-        progress=progress,
-        return_summary=True,
+        chunk_paths=args.chunk_paths,
+        every=args.every,
+        progress=True if args.progress else None,
+        meta=meta,
     )
-    if args.every > 1:
-        paths = paths[:, :: args.every]
-    names = tuple(model.meta.get("names") or [f"x{i + 1}" for i in range(model.dim)])
-    if args.every > 1:
-        meta["every"] = args.every
-    data = Trajectories(x=paths, dt=float(model.dt) * args.every, names=names, meta=meta)
-    save_trajectories(data, args.out)
     msg = summary.message()
-    print(
-        f"wrote {args.out}: {args.n_paths} paths x {args.steps} steps, d={model.dim}"
-        + (f" (warning: {msg})" if msg else "")
-    )
+    warn = f" (warning: {msg})" if msg else ""
+    if ext == ".npy":
+        size = Path(args.out).stat().st_size
+        detail = f"{n_obs} observations every {args.every} steps, " if args.every > 1 else ""
+        print(
+            f"wrote {args.out} and {args.out}.json: {args.n_paths} paths x {args.steps} steps "
+            f"({detail}float32, {_gb(size)}), d={model.dim}" + warn
+        )
+    else:
+        print(f"wrote {args.out}: {args.n_paths} paths x {args.steps} steps, d={model.dim}" + warn)
     return 0
 
 
@@ -251,13 +330,21 @@ def cmd_drift(args) -> int:
     from .model.io import load_model
     from .rollout import drift_diffusion
 
+    if args.out:
+        _check_out(args.out, (".npz",), (args.model, args.data))
+    if args.n_points < 1:
+        raise ConfigError(f"--n-points must be a positive integer, got {args.n_points}")
     model = load_model(args.model)
     if args.x is not None:
-        pts = (
-            np.array(_floats(args.x)).reshape(-1, model.dim)
-            if model.dim > 1
-            else np.array(_floats(args.x)).reshape(-1, 1)
-        )
+        values = _floats(args.x, "--x")
+        if len(values) % model.dim:
+            raise ConfigError(
+                f"--x has {len(values)} value(s), not a multiple of the model's d={model.dim}"
+            )
+        pts = np.array(values).reshape(-1, model.dim)
+    from ._limits import check_memory
+
+    check_memory(8.0 * args.n_points * 4 * model.dim, f"--n-points {args.n_points}: the points")
     data_stats = None
     if args.data is not None:
         from .data import check_dim, load_trajectories, make_pairs
@@ -279,11 +366,11 @@ def cmd_drift(args) -> int:
         pts = np.stack([np.linspace(lo[i], hi[i], args.n_points) for i in range(model.dim)], 1)
     dd = drift_diffusion(model, pts, n_samples=args.n_samples, seed=args.seed)
     if args.out:
-        from ._io import atomic_write
+        from ._io import atomic_open
 
-        with atomic_write(Path(args.out)) as tmp:
+        with atomic_open(args.out) as fh:
             np.savez(
-                tmp,
+                fh,
                 x=dd.x,
                 drift=dd.drift,
                 drift_se=dd.drift_se,
@@ -321,7 +408,7 @@ def cmd_drift(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .store import DEFAULT_BLOCK_PAIRS
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="slowflow",
         description=(
             "Learn the slow dynamics of multiscale stochastic systems from short bursts of "
@@ -342,26 +429,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output file (.npz or .csv)")
     s.add_argument(
         "--n-traj",
-        type=int,
+        type=_integer,
         default=None,
         help="training bursts from uniform starts in the system's box (default 10000)",
     )
     s.add_argument("--x0", default=None, help="test ensemble from this slow start, e.g. 1.5,1.0")
-    s.add_argument("--n-paths", type=int, default=10_000, help="paths of a test ensemble")
+    s.add_argument("--n-paths", type=_integer, default=10_000, help="paths of a test ensemble")
     s.add_argument(
         "--t-end",
-        type=float,
+        type=_finite,
         default=None,
         help="duration (default: 1 for bursts, the paper's horizon for ensembles)",
     )
-    s.add_argument("--dt-obs", type=float, default=None, help="observation step (default 0.01)")
+    s.add_argument("--dt-obs", type=_finite, default=None, help="observation step (default 0.01)")
     s.add_argument(
         "--substeps",
-        type=int,
+        type=_integer,
         default=None,
         help="Euler-Maruyama substeps per observation (default: dt = 1e-4)",
     )
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--keep-fast", action="store_true", help="also store the fast variables")
     s.set_defaults(func=cmd_simulate)
 
@@ -376,34 +463,48 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="model file to write (.pt)")
     s.add_argument(
         "--preset",
+        action=_Given,
         default="default",
         help="model preset: default, paper, maf, nsf, coupling, gaussian",
     )
-    s.add_argument("--dt", type=float, default=None, help="observation step if the file lacks it")
-    s.add_argument("--epochs", type=int, default=40)
-    s.add_argument("--batch-size", type=int, default=2048)
-    s.add_argument("--lr", type=float, default=2e-3)
-    s.add_argument("--schedule", default="cosine", help="cosine, constant or step_cyclic")
-    s.add_argument("--patience", type=int, default=20)
+    s.add_argument(
+        "--dt",
+        action=_Given,
+        type=_finite,
+        default=None,
+        help="observation step if the file lacks it",
+    )
+    s.add_argument("--epochs", action=_Given, type=_integer, default=40)
+    s.add_argument("--batch-size", action=_Given, type=_integer, default=2048)
+    s.add_argument("--lr", action=_Given, type=_finite, default=2e-3)
+    s.add_argument(
+        "--schedule", action=_Given, default="cosine", help="cosine, constant or step_cyclic"
+    )
+    s.add_argument("--patience", action=_Given, type=_integer, default=20)
     s.add_argument(
         "--pairs-per-traj",
-        type=int,
+        action=_Given,
+        type=_integer,
         default=None,
         help="use this many random pairs per trajectory (default: all)",
     )
-    s.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument(
+        "--max-minutes", action=_Given, type=_finite, default=None, help="wall-clock budget"
+    )
+    s.add_argument("--seed", action=_Given, type=_seed, default=0)
+    s.add_argument("--device", action=_Given, default="auto", help="auto, cpu or cuda")
     s.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     s.add_argument(
         "--stream",
-        action="store_true",
+        action=_Given,
+        flag=True,
         help="read pairs from disk piece by piece (.npz saved uncompressed or .npy): "
         "for files larger than memory",
     )
     s.add_argument(
         "--block-pairs",
-        type=int,
+        action=_Given,
+        type=_integer,
         default=DEFAULT_BLOCK_PAIRS,
         help=f"pairs per piece read from disk with --stream (default {DEFAULT_BLOCK_PAIRS})",
     )
@@ -412,22 +513,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="roll a model out into an ensemble of trajectories")
     s.add_argument("model")
     s.add_argument("--x0", required=True, help="start, e.g. 1.5 or 1.5,1.0")
-    s.add_argument("--steps", type=int, required=True)
-    s.add_argument("--n-paths", type=int, default=10_000)
+    s.add_argument("--steps", type=_integer, required=True)
+    s.add_argument("--n-paths", type=_integer, default=10_000)
     s.add_argument(
         "--out",
         required=True,
-        help="output file: .npz or .csv (built in memory, up to 2 GiB of float64 paths), or "
-        ".npy (float32, streamed to disk chunk by chunk, any size; dt and provenance go to "
-        "OUT.json next to it)",
+        help="output file, streamed to disk chunk by chunk: .npz (float64), .csv (up to 2 GiB "
+        "of float64 paths) or .npy (float32; dt and provenance go to OUT.json next to it)",
     )
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument(
-        "--every", type=int, default=1, help="keep every k-th step (steps must be a multiple)"
+        "--every", type=_integer, default=1, help="keep every k-th step (steps must be a multiple)"
     )
     s.add_argument(
         "--chunk-paths",
-        type=int,
+        type=_integer,
         default=65_536,
         help="paths rolled out together (memory ~ chunk-paths x kept steps x d x 4 bytes); "
         "the paths depend on the seed and this number",
@@ -441,15 +541,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("drift", help="effective drift and diffusion read off a model")
     s.add_argument("model")
     s.add_argument("--x", default=None, help="points, e.g. 0,0.5,1 (d=1) or 1,1,0,0 (d=2 pairs)")
-    s.add_argument("--n-points", type=int, default=11, help="grid points over the data range")
+    s.add_argument("--n-points", type=_integer, default=11, help="grid points over the data range")
     s.add_argument(
         "--data",
         default=None,
         help="trajectory file: compare with the data's binned increment statistics "
         "(points at the bins' centres of the first component)",
     )
-    s.add_argument("--n-samples", type=int, default=20_000)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n-samples", type=_integer, default=20_000)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", default=None, help="write an .npz instead of printing")
     s.set_defaults(func=cmd_drift)
 
@@ -466,15 +566,32 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"slowflow: warning: {message}", file=sys.stderr)
 
 
+_DISCARDED = "the output being written was discarded; existing files are unchanged"
+
+
+def _interrupt(signum, frame):
+    """SIGTERM (and SIGHUP) stop a command the way Ctrl-C does: temporary files are removed
+    and existing outputs stay as they were."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a one-line usage error
+        return exc.code if isinstance(exc.code, int) else 2
     if not args.debug:
         warnings.showwarning = _show_warning
     if args.command is None:
         parser.print_help()
         return 2
+    handlers = {}
     try:
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                with contextlib.suppress(ValueError):  # not the main thread: leave them
+                    handlers[sig] = signal.signal(sig, _interrupt)
         return int(args.func(args) or 0)
     except SlowflowError as exc:
         if args.debug:
@@ -482,9 +599,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"slowflow: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("slowflow: interrupted", file=sys.stderr)
+        print(f"slowflow: interrupted; {_DISCARDED}", file=sys.stderr)
         return 130
-    except (OSError, ValueError) as exc:
+    except MemoryError:
+        if args.debug:
+            raise
+        print("slowflow: error: out of memory; lower the sizes asked for", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, OverflowError) as exc:
         if args.debug:
             raise
         print(
@@ -493,11 +615,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
 
 
 def _entry() -> None:  # pragma: no cover
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C while Python was still starting up
+        print(f"slowflow: interrupted; {_DISCARDED}", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    _entry()

@@ -28,6 +28,7 @@ import csv
 import json
 import math
 import numbers
+import os
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -366,7 +367,52 @@ def _magic(p: Path, n: int) -> bytes:
         return fh.read(n)
 
 
+def _declared(fh: Any, src: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype declared by the ``.npy`` header at the position of ``fh``."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    except (ValueError, OSError, EOFError, *_ZIP_ERRORS) as exc:
+        raise DataError(f"{src}: not a readable NumPy array header ({_one_line(exc)})") from None
+    return tuple(int(v) for v in shape), np.dtype(dtype)
+
+
+def _check_declared(shape, dtype: np.dtype, have: int, src: str) -> None:
+    """Refuse a header that declares more data than the file holds, or than memory takes
+    once converted to float64, before anything is allocated."""
+    from ._limits import check_memory
+
+    n = math.prod(shape)
+    need = n * dtype.itemsize
+    if dtype.kind in "iuf" and need > have:
+        raise DataError(
+            f"{src}: truncated: the header declares shape {shape} ({need} bytes of "
+            f"{dtype}) but only {have} bytes follow it"
+        )
+    try:
+        # the array, its float64 copy and the validation's masks
+        check_memory(n * (dtype.itemsize + 8 + 2), f"{src}: shape {shape}")
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
+
+
 def _npz_member(z: Any, key: str, src: str) -> np.ndarray:
+    try:
+        info = z.zip.getinfo(f"{key}.npy")
+        with z.zip.open(info) as fh:
+            shape, dtype = _declared(fh, f"{src}: key {key!r}")
+            header = fh.tell()
+        _check_declared(shape, dtype, info.file_size - header, f"{src}: key {key!r}")
+    except (KeyError, AttributeError):
+        pass  # not a .npy member: numpy reports it below
+    except _ZIP_ERRORS as exc:
+        raise DataError(
+            f"{src}: key {key!r} cannot be read; the archive is truncated or corrupt "
+            f"({_one_line(exc)})"
+        ) from None
     try:
         return z[key]
     except ValueError as exc:
@@ -464,6 +510,10 @@ def _load_npy(p: Path, src: str, dt: float | None) -> Trajectories:
         raise DataError(
             f"{src}: not a .npy file (no NumPy header); expected one array (n_traj, n_obs, d)"
         )
+    with open(p, "rb") as fh:
+        shape, dtype = _declared(fh, src)
+        offset = fh.tell()
+    _check_declared(shape, dtype, p.stat().st_size - offset, src)
     try:
         arr = np.load(p, allow_pickle=False)
     except ValueError as exc:
@@ -552,11 +602,17 @@ def _loadmat_isolated(p: Path, src: str) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "data.npy"
+        # isolated (-I: no current directory or script directory on sys.path, no PYTHON*
+        # variables, no user site-packages), run in the empty temporary folder with a
+        # minimal environment: a numpy.py or sitecustomize.py next to the data never runs
+        env = {k: os.environ[k] for k in ("PATH", "SYSTEMROOT", "LANG") if k in os.environ}
         run = subprocess.run(
-            [sys.executable, "-c", _MAT_CHILD, str(p), str(out)],
+            [sys.executable, "-I", "-c", _MAT_CHILD, str(p.absolute()), str(out)],
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp,
+            env=env,
         )
         if run.returncode == 4:
             raise NotImplementedError
@@ -584,6 +640,7 @@ def _load_mat(p: Path, src: str, dt: float | None) -> Trajectories:
     try:
         if matfile_version(str(p))[0] == 2:
             raise DataError(v73)
+        _check_read_size(p, src)
         contents = _loadmat_isolated(p, src)
     except NotImplementedError:
         raise DataError(v73) from None
@@ -609,7 +666,24 @@ def _load_mat(p: Path, src: str, dt: float | None) -> Trajectories:
     return Trajectories(x, dt, (), {"source": src})
 
 
+#: Memory taken while reading a file, per byte of file: a CSV's cells become Python strings
+#: and lists (about 60 bytes per cell of a few characters) before they become floats; a
+#: MATLAB file is read whole by the child and saved again for this process.
+_READ_FACTOR = {".csv": 12, ".mat": 3}
+
+
+def _check_read_size(p: Path, src: str) -> None:
+    from ._limits import check_memory
+
+    size = p.stat().st_size
+    try:
+        check_memory(size * _READ_FACTOR[p.suffix.lower()], f"{src}: reading this file")
+    except ConfigError as exc:
+        raise DataError(f"{exc}; convert it to .npz or .npy (read without copies)") from None
+
+
 def _load_csv(p: Path, src: str, dt: float | None) -> Trajectories:
+    _check_read_size(p, src)
     header: list[str] | None = None
     rows: list[list[str]] = []
     lines: list[int] = []
@@ -813,6 +887,12 @@ def make_pairs(
         raise ConfigError(
             f"pairs_per_traj must be a positive integer or None, found {pairs_per_traj!r}"
         )
+    from ._limits import check_memory
+
+    check_memory(  # start indices, pair indices and the two pair arrays
+        8.0 * data.n_traj * int(pairs_per_traj) * (2 + 2 * data.dim),
+        f"pairs_per_traj={pairs_per_traj} (CLI: --pairs-per-traj) x {data.n_traj} trajectories",
+    )
     gen = np.random.default_rng(rng)
     start = gen.integers(0, (lengths - 1)[:, None], size=(data.n_traj, int(pairs_per_traj)))
     traj = np.broadcast_to(np.arange(data.n_traj)[:, None], start.shape)

@@ -22,3 +22,7 @@ class ConfigError(SlowflowError, ValueError):
 
 class ModelFileError(SlowflowError, ValueError):
     """A model file that is missing, truncated, corrupted or not a slowflow model."""
+
+
+class TrainingError(SlowflowError, RuntimeError):
+    """Training that produced no usable model (nothing is written)."""

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._io import atomic_write
+from ._io import atomic_open, atomic_write
+from ._limits import check_disk, check_memory
 from .errors import ConfigError
 from .model.flowmap import FlowMap
 from .model.score import sample_with as _sample
@@ -70,6 +71,7 @@ def check_x0(model: FlowMap, x0, n_paths: int | None = None) -> np.ndarray:
             raise ConfigError(f"x0 gives {x0.shape[0]} starts but n_paths={n_paths}")
     else:
         raise ConfigError(f"x0 must be a point (d,) or starts (n, d), got shape {x0.shape}")
+    check_memory(8.0 * x0.shape[0] * d, f"n_paths={x0.shape[0]} (CLI: --n-paths)")
     if not np.isfinite(x0).all():
         raise ConfigError("x0 must be finite")
     return np.ascontiguousarray(x0)
@@ -162,12 +164,20 @@ class _Tracker:
         )
 
 
-def _prepare(model: FlowMap, x0, n_steps, n_paths, chunk: int, chunk_name: str):
+def _prepare(model: FlowMap, x0, n_steps, n_paths, chunk: int, chunk_name: str, every: int = 1):
     """Validated starts (n, d) and step count; warns about starts far outside the data."""
     if int(n_steps) != n_steps or n_steps < 1:
         raise ConfigError(f"n_steps must be a positive integer, got {n_steps}")
     if int(chunk) != chunk or int(chunk) < 1:
         raise ConfigError(f"{chunk_name} must be a positive integer, got {chunk}")
+    if n_paths is not None and int(n_paths) >= 1:
+        # one chunk's float32 buffer, before the starts (n_paths x d) are allocated
+        kept = int(n_steps) // max(1, int(every)) + 1
+        check_memory(
+            4.0 * min(int(chunk), int(n_paths)) * kept * model.dim,
+            f"one chunk of {min(int(chunk), int(n_paths))} paths x {kept} steps "
+            f"(CLI: --chunk-paths, --steps)",
+        )
     starts = check_x0(model, x0, n_paths)
     _warn_outside(model, starts)
     return starts, int(n_steps)
@@ -361,7 +371,7 @@ def simulate_to_file(
     if int(every) != every or every < 1:
         raise ConfigError(f"every must be a positive integer, got {every}")
     every = int(every)
-    starts, n_steps = _prepare(model, x0, n_steps, n_paths, chunk_paths, "chunk_paths")
+    starts, n_steps = _prepare(model, x0, n_steps, n_paths, chunk_paths, "chunk_paths", every)
     if n_steps % every:
         raise ConfigError(
             f"n_steps={n_steps} is not a multiple of every={every}; the file keeps steps "
@@ -433,6 +443,97 @@ def simulate_to_file(
     return summary
 
 
+def _names_of(model: FlowMap, d: int) -> list[str]:
+    names = list((getattr(model, "meta", None) or {}).get("names") or [])
+    return names if len(names) == d else [f"x{i + 1}" for i in range(d)]
+
+
+@torch.inference_mode()
+def simulate_to_trajectories_file(
+    model: FlowMap,
+    x0,
+    n_steps: int,
+    path: str | os.PathLike,
+    n_paths: int | None = None,
+    seed: int = 0,
+    chunk_paths: int = 65536,
+    every: int = 1,
+    progress: bool | None = None,
+    meta: dict | None = None,
+) -> RolloutSummary:
+    """Roll the learned map out into an ``.npz`` or ``.csv`` trajectory file, streamed.
+
+    The file is the one :func:`slowflow.save_trajectories` writes for
+    ``simulate(model, x0, n_steps, n_paths, seed, batch_size=chunk_paths)[:, ::every]``
+    (float64 values, step ``model.dt * every``, the model's variable names, ``meta``), but
+    it is written chunk by chunk: the ``.npz`` entry ``x.npy`` is a zip64 member written in
+    pieces, the CSV row by row. Memory is one chunk of paths, never the ensemble. The write
+    is atomic and the free disk space is checked before starting.
+
+    Returns
+    -------
+    RolloutSummary
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in (".npz", ".csv"):
+        raise ConfigError(f"{path}: expected an .npz or .csv file name, got {ext or 'none'!r}")
+    if int(every) != every or every < 1:
+        raise ConfigError(f"every must be a positive integer, got {every}")
+    every = int(every)
+    starts, n_steps = _prepare(model, x0, n_steps, n_paths, chunk_paths, "chunk_paths", every)
+    if n_steps % every:
+        raise ConfigError(f"n_steps={n_steps} is not a multiple of every={every}")
+    n, d = starts.shape
+    shape = (n, n_steps // every + 1, d)
+    per_value = 8 if ext == ".npz" else 26  # a CSV cell: repr of a float64 and a comma
+    check_disk(path, float(np.prod(shape, dtype=float)) * per_value, f"--out {path}")
+    names = _names_of(model, d)
+    dt = float(model.dt) * every
+    tracker = _Tracker(n, n_steps)
+    chunks = _rollout_chunks(model, starts, n_steps, seed, chunk_paths, every, progress, tracker)
+    with contextlib.closing(chunks):
+        if ext == ".npz":
+            _write_npz_stream(path, shape, chunks, dt, names, meta or {})
+        else:
+            _write_csv_stream(path, chunks, dt, names)
+    summary = tracker.summary()
+    _warn_summary(summary)
+    return summary
+
+
+def _write_npz_stream(path: Path, shape, chunks, dt: float, names, meta: dict) -> None:
+    """The layout of :func:`slowflow.save_trajectories` (keys x, dt, names, meta), written
+    through :class:`slowflow.TrajectoryWriter` in pieces of about 4 MB."""
+    from .store import TrajectoryWriter
+
+    with TrajectoryWriter(path, *shape, dt=dt, names=names, meta=meta) as writer:
+        for _, _, arr in chunks:
+            step = max(1, (1 << 19) // (arr.shape[1] * arr.shape[2]))
+            for p0 in range(0, arr.shape[0], step):
+                writer.write(arr[p0 : p0 + step])
+
+
+def _write_csv_stream(path: Path, chunks, dt: float, names) -> None:
+    """The CSV layout of :func:`slowflow.save_trajectories` (traj,t,<names>), chunk by chunk."""
+    import csv
+
+    from .data import _TIME_COLUMNS, _TRAJ_COLUMNS
+
+    for s in names:
+        if s.lower() in _TRAJ_COLUMNS + _TIME_COLUMNS or s != s.strip() or "\n" in s:
+            raise ConfigError(f"{path}: variable name {s!r} cannot be a CSV column; use .npz")
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["traj", "t", *names])
+        times = None
+        for b0, _, arr in chunks:
+            if times is None:
+                times = [repr(t) for t in (dt * np.arange(arr.shape[1])).tolist()]
+            for i, traj in enumerate(arr.astype(np.float64).tolist()):
+                w.writerows([str(b0 + i), t, *map(repr, row)] for t, row in zip(times, traj))
+
+
 def _jsonable(obj):
     if isinstance(obj, np.generic):
         return obj.item()
@@ -481,6 +582,12 @@ def drift_diffusion(model: FlowMap, x, n_samples: int = 20_000, seed: int = 0) -
         raise ConfigError(f"points have d={x.shape[1]} but the model has d={model.dim}")
     if int(n_samples) < 2:
         raise ConfigError(f"n_samples must be >= 2, got {n_samples}")
+    if not np.isfinite(x).all():
+        raise ConfigError("points must be finite")
+    # per point: the tiled points, the increments and their d x d products
+    check_memory(
+        8.0 * int(n_samples) * d_mem(model.dim), f"n_samples={n_samples} (CLI: --n-samples)"
+    )
     dt = float(model.dt)
     device = next(iter(model.buffers())).device
     gen = torch.Generator(device=device).manual_seed(int(seed))
@@ -499,11 +606,27 @@ def drift_diffusion(model: FlowMap, x, n_samples: int = 20_000, seed: int = 0) -
         drift_se[i] = inc.std(0, ddof=1) / np.sqrt(n_samples) / dt
         cov[i] = prod.sum(0) / (n_samples - 1) / dt
         cov_se[i] = prod.std(0, ddof=1) / np.sqrt(n_samples) / dt
+    bad = ~(np.isfinite(drift).all(axis=1) & np.isfinite(cov).all(axis=(1, 2)))
+    if bad.any():
+        warnings.warn(
+            f"drift/diffusion are not finite at {int(bad.sum())} of {n} points (e.g. x="
+            f"{x[np.flatnonzero(bad)[0]].tolist()}); the model fails there (far outside the "
+            "training data?)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    else:
+        _warn_outside(model, x)
     fit_se = None
     if model.config.uses_basis:
         fit_se = model.basis_drift_se(x).cpu().numpy()
         drift_se = np.sqrt(drift_se**2 + fit_se**2)
     return DriftDiffusion(x, drift, drift_se, cov, cov_se, dt, int(n_samples), fit_se)
+
+
+def d_mem(d: int) -> int:
+    """float64 values per Monte-Carlo sample held by :func:`drift_diffusion`."""
+    return 4 * d + 2 * d * d
 
 
 def binned_increment_stats(x0: np.ndarray, x1: np.ndarray, edges: np.ndarray, component: int = 0):

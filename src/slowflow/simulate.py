@@ -232,6 +232,18 @@ def simulate_paths(
     return out
 
 
+def _check_size(system: System, n: int, n_steps: int, keep_fast: bool, count: str) -> None:
+    """Refuse, before allocating, an output that does not fit in memory: ``n`` paths of
+    ``n_steps + 1`` observations (float64), plus the checks that validate it."""
+    from ._limits import check_memory
+
+    k = system.dim if keep_fast else system.slow_dim
+    n_bytes = 1.5 * 8.0 * n * (n_steps + 1) * k + 8.0 * n * (4 + 2 * system.dim)
+    obs = n_steps + 1 if n_steps < 10**15 else f"{n_steps + 1:.3g}"
+    flag = count.replace("_", "-")
+    check_memory(n_bytes, f"{count}={n} x {obs} observations (CLI: --{flag}, --t-end, --dt-obs)")
+
+
 def _meta(system: System, **kw) -> dict:
     from . import __version__
 
@@ -270,6 +282,7 @@ def simulate_bursts(
     if n_traj < 1:
         raise ConfigError(f"n_traj must be >= 1, got {n_traj}")
     n_steps, substeps = resolve_steps(t_end, dt_obs, substeps)
+    _check_size(system, n_traj, n_steps, keep_fast, "n_traj")
     box = np.asarray(system.train_box if box is None else box, dtype=np.float64)
     if box.shape != (system.dim, 2):
         raise ConfigError(f"box must have shape ({system.dim}, 2), got {box.shape}")
@@ -339,6 +352,7 @@ def simulate_ensemble(
     if int(n_paths) < 1:
         raise ConfigError(f"n_paths must be >= 1, got {n_paths}")
     n_steps, substeps = resolve_steps(t_end, dt_obs, substeps)
+    _check_size(system, int(n_paths), n_steps, keep_fast, "n_paths")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
     s0 = initial_states(system, x0, int(n_paths), rng)
     return _observe(

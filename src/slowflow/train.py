@@ -23,7 +23,7 @@ import torch
 from . import __version__
 from ._io import atomic_write
 from .data import Trajectories, load_trajectories, make_pairs, split_by_trajectory
-from .errors import ConfigError, DataError, SlowflowError
+from .errors import ConfigError, DataError, SlowflowError, TrainingError
 from .model.config import ModelConfig, get_preset
 from .model.flowmap import FlowMap, build_model
 from .store import DEFAULT_BLOCK_PAIRS, TrajectoryStore
@@ -92,7 +92,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         def positive(name, value, integer=True):
-            if value is None or (integer and int(value) != value) or not value > 0:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value) and value > 0
+            if not ok or (integer and int(value) != value):
                 raise ConfigError(
                     f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}"
                 )
@@ -143,11 +145,19 @@ def resolve_device(device: str) -> torch.device:
         raise ConfigError(
             "device 'cuda' was asked for but no CUDA GPU is available; use --device cpu"
         )
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None
 
 
 class _Schedule:
-    """Learning-rate multiplier as a function of the optimizer step."""
+    """Learning-rate multiplier as a function of the optimizer step (and elapsed time).
+
+    With a wall-clock budget (``max_minutes``) the cosine schedule, warm-up included, runs
+    on whichever is further along, the steps or the budget: ``--epochs 1e9 --max-minutes 1``
+    warms up over the first 2 % of the minute, not of 10^9 epochs.
+    """
 
     def __init__(self, cfg: TrainConfig, steps_per_epoch: int) -> None:
         self.cfg = cfg
@@ -156,15 +166,29 @@ class _Schedule:
         self.warmup = max(1, int(0.02 * self.total))
 
     def __call__(self, step: int, elapsed: float = 0.0) -> float:
+        return self._value(step, elapsed)
+
+    def warmed_up(self, step: int, elapsed: float) -> bool:
+        """Whether the learning rate has reached its peak after ``step`` steps and
+        ``elapsed`` seconds (always true without a warm-up)."""
+        if self.cfg.schedule != "cosine" or step >= self.warmup:
+            return True
+        budget = self.cfg.max_minutes
+        return budget is not None and elapsed >= 0.02 * 60.0 * budget
+
+    def _value(self, step: int, elapsed: float) -> float:
         cfg = self.cfg
         if cfg.schedule == "constant":
             return 1.0
         if cfg.schedule == "cosine":
-            if step < self.warmup:
-                return (step + 1) / self.warmup
-            frac = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+            time_frac = 0.0
             if cfg.max_minutes is not None:
-                frac = max(frac, min(1.0, elapsed / (60.0 * cfg.max_minutes)))
+                time_frac = min(1.0, elapsed / (60.0 * cfg.max_minutes))
+            if step < self.warmup and time_frac < 0.02:
+                return max((step + 1) / self.warmup, time_frac / 0.02)
+            frac = min(1.0, max(0, step - self.warmup) / max(1, self.total - self.warmup))
+            if cfg.max_minutes is not None:
+                frac = max(frac, (time_frac - 0.02) / 0.98)
             return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac))
         epoch = step // self.spe  # step_cyclic steps once per epoch, like the authors' code
         seg, it = divmod(epoch, cfg.cyclic_segment)
@@ -186,6 +210,7 @@ def _as_data(data, dt: float | None) -> Trajectories:
     )
 
 
+@np.errstate(over="ignore", invalid="ignore")  # huge data are refused by _check_prepared
 def _statistics(x0: np.ndarray, x1: np.ndarray) -> dict[str, np.ndarray]:
     inc = x1 - x0
     tiny = 1e-12
@@ -493,6 +518,120 @@ def _stream_drift_sample(store, pieces, seed: int) -> tuple:
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
 
 
+_RESUMABLE = ("epochs", "max_minutes", "device", "threads")
+
+
+def _resume_settings(state: dict, requested, train_config, overrides: dict, cfg: TrainConfig):
+    """Model config, train config and preset name of a resumed run.
+
+    The checkpoint's settings are kept; what the caller asks for may change only
+    ``epochs`` (extended, never shortened), ``max_minutes``, ``device`` and ``threads``.
+    Anything else that differs from the checkpoint is refused, naming what differs.
+    """
+    ck_model = ModelConfig.from_dict(state["model_config"])
+    ck_preset = state.get("preset", "custom")
+    if requested is not None:
+        req = get_preset(requested) if isinstance(requested, str) else requested
+        if req.basis_degree is None:  # the checkpoint holds the degree chosen from the data
+            req = replace(req, basis_degree=ck_model.basis_degree)
+        if req != ck_model:
+            diff = [
+                f"{k}: {v!r} vs {ck_model.to_dict()[k]!r}"
+                for k, v in req.to_dict().items()
+                if v != ck_model.to_dict()[k]
+            ]
+            raise ConfigError(
+                f"--resume: the checkpoint was trained with preset {ck_preset!r}, not "
+                f"{requested if isinstance(requested, str) else 'this config'!r} "
+                f"({'; '.join(diff)}); drop --preset or start a new fit"
+            )
+    ck = TrainConfig.from_dict(state["train_config"])
+    given = dict(overrides)
+    if train_config is not None:
+        given = {**train_config.to_dict(), **given}
+    diff = [
+        f"{k} {given[k]!r} (checkpoint: {getattr(ck, k)!r})"
+        for k in given
+        if k not in _RESUMABLE and given[k] != getattr(ck, k)
+    ]
+    if diff:
+        raise ConfigError(
+            f"--resume: options differ from the checkpoint's: {', '.join(diff)}; resume with "
+            "the same options (only epochs, max_minutes and device may change) or start anew"
+        )
+    cfg = replace(
+        ck, epochs=max(cfg.epochs, ck.epochs), max_minutes=cfg.max_minutes, device=cfg.device
+    )
+    return ck_model, cfg, ck_preset
+
+
+def _check_prepared(prep, resume_state: dict | None, source: str) -> None:
+    """Refuse data that training (in float32) cannot use, or that differ from a resumed
+    run's data in Delta, d or the variable names."""
+    big = np.finfo(np.float32).max / 1e3
+    for key in ("x_mean", "x_std", "d_mean", "d_std"):
+        v = np.asarray(prep.stats[key], dtype=np.float64)
+        if not (np.isfinite(v).all() and (np.abs(v) < big).all()):
+            raise DataError(
+                f"{source}: the values are too large for training in float32 ({key} = "
+                f"{np.asarray(v).tolist()}); rescale the data"
+            )
+    if resume_state is None:
+        return
+    info = resume_state.get("data")
+    if info is None:  # checkpoints of older versions: Delta and d from the weights
+        state = resume_state["model"]
+        info = {"dt": float(state["dt"]), "dim": int(state["x_mean"].shape[0]), "names": None}
+    if int(info["dim"]) != prep.dim:
+        raise DataError(
+            f"--resume: the data have d={prep.dim} slow variables but the checkpoint was "
+            f"trained on d={info['dim']}"
+        )
+    if not math.isclose(float(info["dt"]), prep.dt, rel_tol=1e-9):
+        raise DataError(
+            f"--resume: the data have dt={prep.dt!r} but the checkpoint was trained at "
+            f"dt={float(info['dt'])!r}"
+        )
+    if info.get("names") is not None and list(info["names"]) != list(prep.names):
+        raise DataError(
+            f"--resume: the data's variables {list(prep.names)} differ from the checkpoint's "
+            f"{list(info['names'])}"
+        )
+
+
+def _check_outcome(history: dict, cfg: TrainConfig) -> None:
+    """Training that did not work is never reported as success.
+
+    No finite validation NLL at all (and not interrupted): :class:`TrainingError`. No
+    improvement on the initial model, or a cosine learning rate that never reached its
+    peak (warm-up unfinished): a RuntimeWarning that says so.
+    """
+    if history["stop_reason"].startswith("interrupted"):
+        return
+    init, best = history.get("initial_val_nll"), history["best_val_nll"]
+    if history["best_epoch"] < 0:
+        raise TrainingError(
+            f"training produced no usable model: no epoch had a finite validation NLL "
+            f"({history['stop_reason']}); nothing was written; check the data's scale or "
+            "lower --lr"
+        )
+    if init is not None and math.isfinite(init) and not best < init - 1e-4:
+        warnings.warn(
+            f"training did not improve on the initial model: best validation NLL {best:.4f} "
+            f"vs {init:.4f} before training; the model is no better than its starting point "
+            "(train longer, or change --lr)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if not history.get("lr_reached_peak", True):
+        warnings.warn(
+            f"the learning rate never reached its peak lr={cfg.lr:g}: training stopped "
+            "during the warm-up; raise --max-minutes or lower --epochs",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def fit(
     data,
     model_config: ModelConfig | str | None = None,
@@ -539,6 +678,7 @@ def fit(
     :class:`~torch.nn.parallel.DistributedDataParallel` replica on its share of every batch
     (``batch_size`` stays the global batch), and rank 0 alone writes checkpoints.
     """
+    requested_model = model_config
     if isinstance(model_config, str) or model_config is None:
         preset_name = model_config or "default"
         model_config = get_preset(model_config)
@@ -552,14 +692,9 @@ def fit(
     if resume:
         rpath = Path(checkpoint if resume is True else resume)
         resume_state = load_checkpoint(rpath)
-        model_config = ModelConfig.from_dict(resume_state["model_config"])
-        cfg = replace(
-            TrainConfig.from_dict(resume_state["train_config"]),
-            epochs=max(cfg.epochs, resume_state["train_config"]["epochs"]),
-            max_minutes=cfg.max_minutes,
-            device=cfg.device,
+        model_config, cfg, preset_name = _resume_settings(
+            resume_state, requested_model, train_config, overrides, cfg
         )
-        preset_name = resume_state.get("preset", preset_name)
 
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -580,9 +715,17 @@ def fit(
             )
         else:
             prep = _prepare_memory(_as_data(data, dt), cfg, device)
+        _check_prepared(
+            prep, resume_state, str(data) if isinstance(data, (str, os.PathLike)) else "data"
+        )
         n_train = prep.n_train
-        fixed_degree = model_config.basis_degree  # None: chosen from the data (and again
-        # when the drift is reweighted); a resumed run keeps the degree of its checkpoint
+        # the degree asked for (None: chosen from the data, and again when the drift is
+        # reweighted); a checkpoint's config holds the chosen one, so it records the request
+        fixed_degree = (
+            resume_state.get("basis_degree_asked", model_config.basis_degree)
+            if resume_state is not None
+            else model_config.basis_degree
+        )
         drift_fit = _fit_basis_drift(model_config, prep, cfg) if resume_state is None else None
         model = build_model(model_config, prep.dim, prep.dt, drift_fit)
         model_config = model.config
@@ -648,6 +791,9 @@ def fit(
         if drift_fit is not None:
             history["drift_basis"] = drift_fit.summary()
 
+        if "initial_val_nll" not in history:  # what training must improve on
+            init_sum = _all_reduce([_nll_sum(model, tv0, tv1)], device, dctx)[0]
+            history["initial_val_nll"] = init_sum / max(1, n_val)
         # a fixed epoch, not a fraction of the planned ones, so a resumed run does the same
         reweight_epoch = cfg.reweight_after - 1 if cfg.reweight_after else -1
         show = (progress if progress is not None else True) and lead
@@ -771,6 +917,8 @@ def fit(
                             "model_config": model_config.to_dict(),
                             "train_config": cfg.to_dict(),
                             "preset": preset_name,
+                            "data": {"dt": prep.dt, "dim": prep.dim, "names": list(prep.names)},
+                            "basis_degree_asked": fixed_degree,
                             "model": _state_to_cpu(model.state_dict()),
                             "optimizer": opt.state_dict(),
                             "history": copy.deepcopy(history),
@@ -810,6 +958,8 @@ def fit(
         history["n_train_pairs"] = int(n_train)
         history["n_val_pairs"] = n_val
         history["world_size"] = dctx.world
+        history["lr_reached_peak"] = sched.warmed_up(step, history["train_seconds"])
+        _check_outcome(history, cfg)
         model.history = history
         model.meta = {
             "slowflow_version": __version__,

@@ -213,6 +213,13 @@ def check_calibration(
             f"dt={float(kernel.dt):g}"
         )
     max_lead = int(min(max_lead, int(data.lengths.max()) - 1))
+    from .._limits import check_memory
+
+    check_memory(  # the ensembles' paths (float64) with the rollout's float32 buffer
+        12.0 * int(n_starts) * int(n_members) * (max_lead + 1) * data.dim,
+        f"n_starts={n_starts} x n_members={n_members} x {max_lead + 1} leads "
+        "(CLI: --n-starts, --n-members)",
+    )
     rng = np.random.default_rng(seed)
     window = _starts(data, max_lead, int(n_starts), rng)
     n, d = window.shape[0], window.shape[2]

@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._io import atomic_folder, check_output
+from ..cli import _finite, _floats, _integer, _seed
+
+#: Files ``evaluate`` writes in its --out folder.
+EVALUATE_FILES = (
+    "metrics.json",
+    "paths.png",
+    "mean_std.png",
+    "histograms.png",
+    "phase.png",
+    "w1.png",
+)
+
 #: A .npy input whose array takes more than this as float64 is evaluated chunk-wise.
 STREAM_ABOVE_BYTES = 2**30
 
@@ -25,39 +38,67 @@ def cmd_evaluate(args) -> int:
     from ..data import load_trajectories
     from .report import evaluate_ensembles, figures_for, public, write_json
 
+    inputs = (args.pred, args.ref, args.ref_b)
+    check_output(args.out, inputs, folder_files=EVALUATE_FILES)
+    times = _floats(args.times, "--times") if args.times else None
     if _wants_streaming(args):
         return _evaluate_streaming(args)
     pred = load_trajectories(args.pred, dt=args.dt)
     ref = load_trajectories(args.ref, dt=args.dt)
     ref_b = load_trajectories(args.ref_b, dt=args.dt) if args.ref_b else None
     for other, label in ((ref, args.ref), (ref_b, args.ref_b)):
-        if other is not None and other.x.shape[1:] != pred.x.shape[1:]:
-            from ..errors import DataError
-
-            raise DataError(
-                f"{label}: shape {other.x.shape} does not match the prediction "
-                f"{args.pred} {pred.x.shape} (observations and d must agree)"
-            )
-    times = [float(t) for t in args.times.split(",")] if args.times else None
+        if other is not None:
+            _same_grid(other.x.shape, other.dt, label, pred.x.shape, pred.dt, args.pred)
+    _check_times(times, pred.dt, pred.n_obs - 1)
     ev = evaluate_ensembles(pred.x, ref.x, None if ref_b is None else ref_b.x, pred.dt, times)
     out = Path(args.out)
-    write_json(public(ev), out / "metrics.json")
-    figures_for(
-        pred.x,
-        ref.x,
-        pred.dt,
-        ev["times"],
-        out,
-        names=pred.names,
-        floor=ev.get("_floor_series"),
-        w1=ev.get("_w1_series"),
-    )
+    with atomic_folder(out) as stage:  # all files or none
+        write_json(public(ev), stage / "metrics.json")
+        figures_for(
+            pred.x,
+            ref.x,
+            pred.dt,
+            ev["times"],
+            stage,
+            names=pred.names,
+            floor=ev.get("_floor_series"),
+            w1=ev.get("_w1_series"),
+        )
     w1 = ev["w1"]
     line = "W1 time-avg " + ", ".join(f"{v:.4g}" for v in w1["w1_time_avg"])
     if "ratio_time_avg" in w1:
         line += "; W1/floor " + ", ".join(f"{v:.2f}" for v in w1["ratio_time_avg"])
     print(f"{line}; wrote {out / 'metrics.json'} and figures")
     return 0
+
+
+def _check_times(times, dt: float, n_steps: int) -> None:
+    """--times must lie on the ensembles' horizon [0, n_steps * dt]."""
+    from ..errors import ConfigError
+
+    for t in times or ():
+        if not -0.5 <= t / dt <= n_steps + 0.5:
+            raise ConfigError(
+                f"--times {t:g} lies outside the ensembles' horizon 0..{n_steps * dt:g}"
+            )
+
+
+def _same_grid(shape, dt, label, pred_shape, pred_dt, pred_label) -> None:
+    """A reference must match the prediction: number of observations, d and the step."""
+    import math
+
+    from ..errors import DataError
+
+    if tuple(shape[1:]) != tuple(pred_shape[1:]):
+        raise DataError(
+            f"{label}: shape {tuple(shape)} does not match the prediction "
+            f"{pred_label} {tuple(pred_shape)} (observations and d must agree)"
+        )
+    if not math.isclose(dt, pred_dt, rel_tol=1e-9):
+        raise DataError(
+            f"{label}: step dt={dt!r} differs from the prediction {pred_label}'s dt={pred_dt!r}; "
+            "ensembles compared step by step must share Delta"
+        )
 
 
 def _open_input(path, dt):
@@ -93,24 +134,22 @@ def _evaluate_streaming(args) -> int:
     metrics of :func:`slowflow.evaluate.report.evaluate_ensembles` under the same keys."""
     import numpy as np
 
-    from ..errors import ConfigError, DataError
+    from ..errors import ConfigError
     from . import metrics, plots
     from .report import write_json
 
     if args.w1_steps < 2:
         raise ConfigError(f"--w1-steps must be at least 2, got {args.w1_steps}")
     pred, dt, names = _open_input(args.pred, args.dt)
-    ref, _, _ = _open_input(args.ref, args.dt)
-    ref_b = _open_input(args.ref_b, args.dt)[0] if args.ref_b else None
-    for other, label in ((ref, args.ref), (ref_b, args.ref_b)):
-        if other is not None and tuple(other.shape[1:]) != tuple(pred.shape[1:]):
-            raise DataError(
-                f"{label}: shape {tuple(other.shape)} does not match the prediction "
-                f"{args.pred} {tuple(pred.shape)} (observations and d must agree)"
-            )
+    ref, ref_dt, _ = _open_input(args.ref, args.dt)
+    ref_b, ref_b_dt, _ = _open_input(args.ref_b, args.dt) if args.ref_b else (None, dt, ())
+    for other, odt, label in ((ref, ref_dt, args.ref), (ref_b, ref_b_dt, args.ref_b)):
+        if other is not None:
+            _same_grid(other.shape, odt, label, pred.shape, dt, args.pred)
     n_time, d = int(pred.shape[1]), int(pred.shape[2])
     n_steps = n_time - 1
-    times = [float(t) for t in args.times.split(",")] if args.times else None
+    times = _floats(args.times, "--times") if args.times else None
+    _check_times(times, dt, n_steps)
     if times is None:
         times = [dt * n_steps * f for f in (0.25, 0.5, 0.75, 1.0)]
     times = [t for t in times if round(t / dt) <= n_steps]
@@ -174,50 +213,50 @@ def _evaluate_streaming(args) -> int:
         acf_r = metrics.scan_autocorrelation(ref, lag, scan["ref"].mean, name=str(args.ref))
         err = np.abs(acf_p - acf_r)[1:]
         out["autocorrelation"] = {"max_lag": lag, "mean_abs_error": err.mean(axis=0)}
-    out_dir = Path(args.out)
-    write_json(out, out_dir / "metrics.json")
-    head = 1000  # paths drawn in the path and phase figures come from the first ones
-    plots.save_figure(
-        plots.sample_paths(np.asarray(pred[:head]), np.asarray(ref[:head]), dt, names=names),
-        out_dir / "paths.png",
-    )
-    plots.save_figure(
-        plots.mean_std(
-            {
-                "truth": (scan["ref"].mean, scan["ref"].std),
-                "model": (scan["pred"].mean, scan["pred"].std),
-            },
-            dt,
-            names=names,
-        ),
-        out_dir / "mean_std.png",
-    )
-    if idx:
+    with atomic_folder(args.out) as out_dir:  # all files or none
+        write_json(out, out_dir / "metrics.json")
+        head = 1000  # paths drawn in the path and phase figures come from the first ones
         plots.save_figure(
-            plots.histograms(
-                {"truth": scan["ref"].slices, "model": scan["pred"].slices},
+            plots.sample_paths(np.asarray(pred[:head]), np.asarray(ref[:head]), dt, names=names),
+            out_dir / "paths.png",
+        )
+        plots.save_figure(
+            plots.mean_std(
+                {
+                    "truth": (scan["ref"].mean, scan["ref"].std),
+                    "model": (scan["pred"].mean, scan["pred"].std),
+                },
                 dt,
-                times,
                 names=names,
-                columns=list(range(len(idx))),
             ),
-            out_dir / "histograms.png",
+            out_dir / "mean_std.png",
         )
-    if d >= 2:
-        plots.save_figure(
-            plots.phase_portrait(np.asarray(pred[:head]), np.asarray(ref[:head]), names=names),
-            out_dir / "phase.png",
-        )
-    if floor_grid is not None:
-        plots.save_figure(
-            plots.w1_over_time(w1_grid, floor_grid, dt * stride, names=names),
-            out_dir / "w1.png",
-        )
+        if idx:
+            plots.save_figure(
+                plots.histograms(
+                    {"truth": scan["ref"].slices, "model": scan["pred"].slices},
+                    dt,
+                    times,
+                    names=names,
+                    columns=list(range(len(idx))),
+                ),
+                out_dir / "histograms.png",
+            )
+        if d >= 2:
+            plots.save_figure(
+                plots.phase_portrait(np.asarray(pred[:head]), np.asarray(ref[:head]), names=names),
+                out_dir / "phase.png",
+            )
+        if floor_grid is not None:
+            plots.save_figure(
+                plots.w1_over_time(w1_grid, floor_grid, dt * stride, names=names),
+                out_dir / "w1.png",
+            )
     w1 = out["w1"]
     line = "W1 time-avg " + ", ".join(f"{v:.4g}" for v in w1["w1_time_avg"])
     if "ratio_time_avg" in w1:
         line += "; W1/floor " + ", ".join(f"{v:.2f}" for v in w1["ratio_time_avg"])
-    print(f"{line} (streamed); wrote {out_dir / 'metrics.json'} and figures")
+    print(f"{line} (streamed); wrote {Path(args.out) / 'metrics.json'} and figures")
     return 0
 
 
@@ -227,6 +266,9 @@ def cmd_check(args) -> int:
     from . import calibration, plots
     from .report import write_json
 
+    check_output(
+        args.out, (args.model, args.data), folder_files=("calibration.json", "calibration.png")
+    )
     model = load_model(args.model)
     data = load_trajectories(args.data, dt=args.dt if args.dt else float(model.dt))
     check_dim(data, model.dim, str(args.data))
@@ -240,20 +282,23 @@ def cmd_check(args) -> int:
         seed=args.seed,
         reference=reference,
     )
-    out = Path(args.out)
-    write_json(res.to_dict(), out / "calibration.json")
-    scores = {"model": res.crps[:, 0]}
-    if res.crps_reference is not None:
-        scores["reference"] = res.crps_reference[:, 0]
-    plots.save_figure(
-        plots.calibration(
-            res.leads,
-            scores,
-            {"lead 1": res.pit_counts[0, 0], f"lead {int(res.leads[-1])}": res.pit_counts[-1, 0]},
-            "CRPS of x1",
-        ),
-        out / "calibration.png",
-    )
+    with atomic_folder(args.out) as out:  # all files or none
+        write_json(res.to_dict(), out / "calibration.json")
+        scores = {"model": res.crps[:, 0]}
+        if res.crps_reference is not None:
+            scores["reference"] = res.crps_reference[:, 0]
+        plots.save_figure(
+            plots.calibration(
+                res.leads,
+                scores,
+                {
+                    "lead 1": res.pit_counts[0, 0],
+                    f"lead {int(res.leads[-1])}": res.pit_counts[-1, 0],
+                },
+                "CRPS of x1",
+            ),
+            out / "calibration.png",
+        )
     print(res.summary())
     return 0 if res.calibrated else 1
 
@@ -261,6 +306,7 @@ def cmd_check(args) -> int:
 def cmd_reproduce(args) -> int:
     from ..reproduce import reproduce
 
+    check_output(args.out, folder_files=("report.md",))
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     reproduce(
         args.example,
@@ -280,7 +326,7 @@ def add_commands(sub) -> None:
     s.add_argument("ref")
     s.add_argument("--ref-b", default=None, help="independent second reference (noise floor)")
     s.add_argument("--times", default=None, help="times for histograms, e.g. 1,2,4")
-    s.add_argument("--dt", type=float, default=None)
+    s.add_argument("--dt", type=_finite, default=None)
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument(
         "--stream",
@@ -289,7 +335,7 @@ def add_commands(sub) -> None:
     )
     s.add_argument(
         "--w1-steps",
-        type=int,
+        type=_integer,
         default=201,
         help="when streaming: W1 time averages over at most this many evenly spaced steps",
     )
@@ -303,16 +349,16 @@ def add_commands(sub) -> None:
     s.add_argument("model")
     s.add_argument("data")
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--max-lead", type=int, default=10)
-    s.add_argument("--n-starts", type=int, default=2000)
-    s.add_argument("--n-members", type=int, default=100)
+    s.add_argument("--max-lead", type=_integer, default=10)
+    s.add_argument("--n-starts", type=_integer, default=2000)
+    s.add_argument("--n-members", type=_integer, default=100)
     s.add_argument(
         "--system",
         default=None,
         help="built-in system that made the data: adds its best Markov reference",
     )
-    s.add_argument("--dt", type=float, default=None)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--dt", type=_finite, default=None)
+    s.add_argument("--seed", type=_seed, default=0)
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("reproduce", help="reproduce a paper example end to end")
@@ -324,10 +370,10 @@ def add_commands(sub) -> None:
         default=None,
         help="comma list: default, paper, maf, nsf, coupling, gaussian, averaged",
     )
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument(
         "--max-minutes",
-        type=float,
+        type=_finite,
         default=None,
         help="training budget per model (default 2.5; 0.5 with --quick)",
     )

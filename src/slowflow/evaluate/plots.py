@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .._io import atomic_write  # noqa: E402
+from .._io import atomic_open  # noqa: E402
 
 COLORS = {"truth": "#1f77b4", "model": "#d62728", "averaged": "#2ca02c", "other": "#9467bd"}
 _OTHERS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
@@ -32,9 +32,11 @@ def _names(d: int, names=None) -> list[str]:
 def save_figure(fig, path) -> Path:
     """Write ``fig`` as PNG atomically and close it."""
     path = Path(path)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    plt.close(fig)
+    try:
+        with atomic_open(path) as fh:
+            fig.savefig(fh, dpi=120, bbox_inches="tight", format="png")
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -20,7 +21,7 @@ import torch
 
 from .. import __version__
 from .._io import atomic_write
-from ..errors import ModelFileError
+from ..errors import ConfigError, ModelFileError
 from .config import ModelConfig
 from .flowmap import FlowMap
 
@@ -69,6 +70,12 @@ def _read(path: Path) -> dict:
         raise ModelFileError(f"{path}: is a directory, expected a slowflow model file")
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path}: empty file, expected a slowflow model file")
+    from .._limits import check_archive
+
+    try:
+        check_archive(path, f"{path}: the unpacked model file")
+    except ConfigError as exc:
+        raise ModelFileError(str(exc)) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes about pickle protocols
@@ -119,12 +126,87 @@ def _read(path: Path) -> dict:
     return payload
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> FlowMap:
-    """Load a model written by :func:`save_model` (safely, without unpickling code)."""
-    path = Path(path)
-    payload = _read(path)
+def min_parameters(config: ModelConfig, dim: int) -> int:
+    """A lower bound on the number of weights of ``FlowMap(dim, config)``: the products of
+    consecutive hidden widths of every conditioner (and of the affine network), plus their
+    last layer's outputs. Used to refuse a config that does not match the weights stored
+    with it before building (and allocating) the modules it asks for."""
+
+    def mlp(widths) -> int:
+        w = list(widths)
+        return sum(a * b for a, b in zip(w, w[1:])) + (w[-1] if w else 1) * dim
+
+    n = 0
+    if config.flow != "gaussian":
+        per = mlp(config.hidden)
+        if config.flow == "nsf":
+            per += (config.hidden[-1] if config.hidden else 1) * config.bins
+        n += config.transforms * per
+    if config.parametrization == "increment":
+        n += mlp(config.affine_hidden)
+    return n
+
+
+def _check_payload(path: Path, payload: dict) -> ModelConfig:
+    """Check a model file's fields against each other before anything is built."""
+    from .._limits import check_memory
+
+    dim, dt = payload["dim"], payload["dt"]
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 100_000:
+        raise ModelFileError(f"{path}: field 'dim' must be an integer >= 1, found {dim!r}")
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (0 < dt < math.inf):
+        raise ModelFileError(f"{path}: field 'dt' must be a finite number > 0, found {dt!r}")
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFileError(f"{path}: field 'state_dict' must map names to tensors")
+    x_mean = state.get("x_mean")
+    if x_mean is None or tuple(x_mean.shape) != (dim,):
+        raise ModelFileError(
+            f"{path}: weights do not match dim={dim} (x_mean has shape "
+            f"{None if x_mean is None else tuple(x_mean.shape)})"
+        )
     try:
         config = ModelConfig.from_dict(dict(payload["config"]))
+    except (ConfigError, TypeError, ValueError, OverflowError) as exc:
+        raise ModelFileError(f"{path}: invalid model config: {_first(exc)}") from None
+    stored = sum(int(v.numel()) for v in state.values())
+    need = min_parameters(config, dim)
+    if need > stored:
+        raise ModelFileError(
+            f"{path}: model file does not match its config: the config (flow {config.flow}, "
+            f"{config.transforms} transforms, hidden {list(config.hidden)}, affine_hidden "
+            f"{list(config.affine_hidden)}) needs at least {need} weights but the file holds "
+            f"{stored}"
+        )
+    try:
+        check_memory(4.0 * 4 * stored, f"{path}: the model")
+    except ConfigError as exc:
+        raise ModelFileError(str(exc)) from None
+    names = (
+        (payload.get("meta") or {}).get("names") if isinstance(payload.get("meta"), dict) else None
+    )
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != dim
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise ModelFileError(f"{path}: meta 'names' must be {dim} strings, found {names!r}")
+    return config
+
+
+def _first(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> FlowMap:
+    """Load a model written by :func:`save_model` (safely, without unpickling code).
+
+    The file's fields are checked against each other (dim, dt > 0, the weights' count and
+    shapes against the config, variable names) before the model's modules are built."""
+    path = Path(path)
+    payload = _read(path)
+    config = _check_payload(path, payload)
+    try:
         model = FlowMap(int(payload["dim"]), config, float(payload["dt"]))
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:  # noqa: BLE001 - any mismatch means the file is unusable
