@@ -68,6 +68,7 @@ import numpy as np
 
 from ..data import Trajectories
 from ..errors import ConfigError
+from ._em import EulerMaruyama
 
 _MISSING_SFI = (
     "force inference needs the optional package stochasticforceinference: "
@@ -98,7 +99,7 @@ def _features(z: np.ndarray, exps: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class ForceInference:
+class ForceInference(EulerMaruyama):
     """Drift and diffusion inferred by Stochastic Force Inference, as polynomials.
 
     With ``z = (x - center) / scale``, the drift is ``features(z, drift_exponents) @
@@ -155,67 +156,6 @@ class ForceInference:
     def coefficients(self, x) -> tuple[np.ndarray, np.ndarray]:
         """Drift (n, d) and diffusion Sigma = 2 D (n, d, d) at points x (n, d)."""
         return self.drift(x), self.diffusion(x)
-
-    def _noise_factor(self, sigma: np.ndarray) -> np.ndarray:
-        """Cholesky factors of Sigma after clipping negative eigenvalues, plus a jitter."""
-        d = self.dim
-        if d == 1:
-            return np.sqrt(np.clip(sigma, 0.0, None))
-        sym = 0.5 * (sigma + np.swapaxes(sigma, -1, -2))
-        w, v = np.linalg.eigh(sym)
-        w = np.clip(w, 0.0, None)
-        jitter = 1e-10 * np.maximum(w.max(-1), 1e-300)
-        psd = np.einsum("nij,nj,nkj->nik", v, w, v) + jitter[:, None, None] * np.eye(d)
-        return np.linalg.cholesky(psd)
-
-    def simulate(
-        self, x0, n_steps: int, n_paths: int | None = None, seed: int = 0, substeps: int = 1
-    ) -> np.ndarray:
-        """Euler-Maruyama rollout at the data's step, (n_paths, n_steps + 1, d).
-
-        ``x0`` is one start (d,) broadcast to ``n_paths`` paths, or starts (n, d). A fitted
-        diffusion that is not positive semidefinite somewhere is clipped to its PSD part;
-        paths that leave the range where the polynomial drift is stable become non-finite.
-        """
-        x0 = np.asarray(x0, dtype=np.float64)
-        if x0.ndim <= 1:
-            if n_paths is None:
-                raise ConfigError("n_paths is needed with a single start")
-            x = np.broadcast_to(x0.reshape(1, -1), (int(n_paths), x0.size)).copy()
-        else:
-            x = x0.reshape(x0.shape[0], -1).copy()
-        if x.shape[1] != self.dim:
-            raise ConfigError(f"x0 has d={x.shape[1]} but the estimator has d={self.dim}")
-        if int(substeps) < 1:
-            raise ConfigError(f"substeps must be >= 1, found {substeps}")
-        rng = np.random.default_rng(seed)
-        out = np.empty((x.shape[0], int(n_steps) + 1, self.dim))
-        out[:, 0] = x
-        h = self.dt / int(substeps)
-        with np.errstate(over="ignore", invalid="ignore"):
-            for k in range(int(n_steps)):
-                for _ in range(int(substeps)):
-                    z = rng.standard_normal(x.shape)
-                    ok = np.isfinite(x).all(1)
-                    if ok.all():
-                        a, s = self.coefficients(x)
-                        noise = np.einsum("nij,nj->ni", self._noise_factor(s), z)
-                        x = x + a * h + np.sqrt(h) * noise
-                    else:
-                        a, s = self.coefficients(x[ok])
-                        noise = np.einsum("nij,nj->ni", self._noise_factor(s), z[ok])
-                        x[ok] = x[ok] + a * h + np.sqrt(h) * noise
-                        x[~ok] = np.nan
-                out[:, k + 1] = x
-        return out
-
-    def sampler(self):
-        """The sampler protocol of :func:`slowflow.evaluate.calibration.check_calibration`."""
-
-        def sample(starts, n_steps, seed):
-            return self.simulate(starts, n_steps, seed=seed)
-
-        return sample
 
 
 def _import_sfi():

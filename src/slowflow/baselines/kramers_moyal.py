@@ -25,10 +25,11 @@ from scipy.interpolate import RegularGridInterpolator
 
 from ..data import Trajectories, make_pairs
 from ..errors import ConfigError
+from ._em import EulerMaruyama
 
 
 @dataclass
-class KramersMoyal:
+class KramersMoyal(EulerMaruyama):
     """Drift (G..., d) and diffusion (G..., d, d) tabulated on a regular grid."""
 
     axes: list[np.ndarray]
@@ -52,40 +53,6 @@ class KramersMoyal:
         """Drift (n, d) and diffusion (n, d, d) at points x (n, d)."""
         x = np.asarray(x, dtype=np.float64).reshape(-1, self.dim)
         return self._interp(self.drift_grid, x), self._interp(self.diffusion_grid, x)
-
-    def simulate(
-        self, x0, n_steps: int, n_paths: int | None = None, seed: int = 0, substeps: int = 1
-    ) -> np.ndarray:
-        """Euler-Maruyama rollout, (n_paths, n_steps + 1, d)."""
-        x0 = np.asarray(x0, dtype=np.float64)
-        if x0.ndim <= 1:
-            if n_paths is None:
-                raise ConfigError("n_paths is needed with a single start")
-            x = np.broadcast_to(x0.reshape(1, -1), (int(n_paths), self.dim)).copy()
-        else:
-            x = x0.copy()
-        if x.shape[1] != self.dim:
-            raise ConfigError(f"x0 has d={x.shape[1]} but the estimator has d={self.dim}")
-        rng = np.random.default_rng(seed)
-        out = np.empty((x.shape[0], int(n_steps) + 1, self.dim))
-        out[:, 0] = x
-        h = self.dt / substeps
-        for k in range(int(n_steps)):
-            for _ in range(substeps):
-                a, s = self.coefficients(x)
-                chol = np.linalg.cholesky(s + 1e-12 * np.eye(self.dim))
-                z = rng.standard_normal(x.shape)
-                x = x + a * h + np.sqrt(h) * np.einsum("nij,nj->ni", chol, z)
-            out[:, k + 1] = x
-        return out
-
-    def sampler(self):
-        """The sampler protocol of :func:`slowflow.evaluate.calibration.check_calibration`."""
-
-        def sample(starts, n_steps, seed):
-            return self.simulate(starts, n_steps, seed=seed)
-
-        return sample
 
 
 def fit_kramers_moyal(
