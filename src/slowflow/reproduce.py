@@ -204,14 +204,15 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
 
 
 def _fit_baseline(name: str, system: System, train: Trajectories):
-    """The Kramers-Moyal (``km``, d <= 2) or force-inference (``sfi``) estimator, or None."""
+    """The Kramers-Moyal (``km``, d <= 2) or force-inference (``sfi``, d <= 3: its memory
+    grows like d^2 times the number of cubic monomials) estimator, or None."""
     if name == "km":
         from .baselines import fit_kramers_moyal
 
         return None if system.slow_dim > 2 else fit_kramers_moyal(train)
     from .baselines import fit_force_inference
 
-    return fit_force_inference(train)
+    return None if system.slow_dim > 3 else fit_force_inference(train)
 
 
 def _baseline_nll(est, heldout: Trajectories) -> float:

@@ -158,6 +158,21 @@ class ForceInference(EulerMaruyama):
         return self.drift(x), self.diffusion(x)
 
 
+def _check_size(data: Trajectories, order: int, diffusion_order: int) -> None:
+    """Refuse a fit SFI would not do within the available memory. SFI holds, for every
+    pair, each basis function's d x d moment tensors in float64 (its ``max_memory_gb`` does
+    not bound that): 10,000 bursts of d = 5 with cubic monomials reached 20 GB."""
+    from .._limits import check_memory
+
+    d = data.dim
+    n_pairs = int(np.sum(np.maximum(data.lengths - 1, 0)))
+    n_funcs = max(len(_exponents(d, int(order))), len(_exponents(d, int(diffusion_order))))
+    check_memory(
+        3.0 * n_pairs * n_funcs * d * d * 8,
+        f"force inference on {n_pairs} pairs with {n_funcs} monomials in d={d}",
+    )
+
+
 def _import_sfi():
     """Import SFI (and JAX) lazily, on the CPU unless the user chose otherwise."""
     import sys
@@ -225,6 +240,7 @@ def fit_force_inference(
     )
 
     d = data.dim
+    _check_size(data, order, diffusion_order)
     valid = ~np.isnan(data.x[..., 0])  # (n_traj, n_obs); padding is whole NaN rows
     pts = data.x[valid]
     center = pts.mean(0)
