@@ -284,7 +284,7 @@ def work(tmp_path_factory, torch_one_thread) -> Path:
     torch.set_num_threads(1)
     from slowflow.train import fit
 
-    fit(d / "f.npz", "gaussian", epochs=1, checkpoint=d / "r.pt.ckpt", progress=False, threads=1)
+    fit(d / "f.npz", "gaussian-net", epochs=1, checkpoint=d / "r.pt.ckpt", progress=False, threads=1)
     assert (
         main(
             [
@@ -295,7 +295,7 @@ def work(tmp_path_factory, torch_one_thread) -> Path:
                 "--epochs",
                 "1",
                 "--preset",
-                "gaussian",
+                "gaussian-net",
             ]
         )
         == 0
@@ -392,7 +392,7 @@ def regenerate_readme() -> None:  # pragma: no cover - a maintenance script
         (w / "f.txt").write_text("1 2 3\n")
         from slowflow.train import fit
 
-        fit(w / "f.npz", "gaussian", epochs=1, checkpoint=w / "r.pt.ckpt", progress=False)
+        fit(w / "f.npz", "gaussian-net", epochs=1, checkpoint=w / "r.pt.ckpt", progress=False)
         main(
             [
                 "fit",
@@ -402,7 +402,7 @@ def regenerate_readme() -> None:  # pragma: no cover - a maintenance script
                 "--epochs",
                 "1",
                 "--preset",
-                "gaussian",
+                "gaussian-net",
             ]
         )
         for i, (case, (line, _)) in enumerate(CATALOGUE.items()):

@@ -114,9 +114,7 @@ def test_model_with_basis_drift_uses_it_as_its_mean_and_reports_its_error_bars()
     assert model.config.basis_degree == fit.degree
     pts = np.array([[-1.0], [0.0], [1.0]])
     with torch.no_grad():
-        loc = model(torch.as_tensor(pts, dtype=torch.float32)).transform.inv(
-            torch.zeros(3, 1)
-        )
+        loc = model(torch.as_tensor(pts, dtype=torch.float32)).transform.inv(torch.zeros(3, 1))
     np.testing.assert_allclose(loc.numpy(), pts + DT * fit.drift(pts), rtol=0, atol=1e-5)
     dd = drift_diffusion(model, pts, n_samples=4000, seed=0)
     np.testing.assert_allclose(dd.drift_se_fit, fit.drift_se(pts), rtol=1e-5)
@@ -134,9 +132,7 @@ def test_flow_presets_train_on_top_of_the_basis_drift():
     x[:, 0, 0] = rng.uniform(-2, 2, 300)
     for k in range(40):
         x[:, k + 1] = x[:, k] - DT * x[:, k] + 0.5 * np.sqrt(DT) * rng.standard_normal((300, 1))
-    model = sf.fit(
-        Trajectories(x=x, dt=DT), "coupling", epochs=3, progress=False, kstep_every=0
-    )
+    model = sf.fit(Trajectories(x=x, dt=DT), "coupling", epochs=3, progress=False, kstep_every=0)
     assert model.config.drift == "basis" and model.config.basis_degree is not None
     assert "drift_basis" in model.history
     h = model.history["val_nll"]
@@ -146,18 +142,16 @@ def test_flow_presets_train_on_top_of_the_basis_drift():
 def _exact_ou_model(rate_scale: float):
     """A Gaussian-preset model holding the OU's exact one-step law, its drift scaled."""
     from slowflow.model.basis import DriftFit
+    from slowflow.model.covariance import CovarianceFit
 
     a = np.exp(-1.5 * DT)
     slope, icpt = (a - 1) / DT, 0.3 * (1 - a) / DT  # exact one-step rate: icpt + slope x
     # degree-1 Legendre basis on the box [-3, 3] (wider than the data): phi = (1, x / 3)
     coef = rate_scale * np.array([[icpt], [3.0 * slope]])
     fit = DriftFit(np.array([-3.0]), np.array([3.0]), 1, coef, np.zeros((1, 2, 2)))
-    model = build_model(get_preset("gaussian"), 1, DT, fit)
-    s = 0.6 * np.sqrt((1 - a * a) / 3.0)  # the exact one-step std
-    model.set_statistics(x_mean=[0.0], x_std=[1.0], d_mean=[0.0], d_std=[1.0])
-    unit = float(np.sqrt(model.conditional_variance(np.zeros((1, 1)))[0, 0]))
-    model.set_statistics(x_mean=[0.0], x_std=[1.0], d_mean=[0.0], d_std=[s / unit])
-    return model.eval()
+    var = 0.36 * (1 - a * a) / 3.0 / DT  # the exact one-step variance, per unit time
+    cov = CovarianceFit(np.array([-3.0]), np.array([3.0]), 0, np.array([[var]]), np.ones(1))
+    return build_model(get_preset("gaussian"), 1, DT, fit, cov).eval()
 
 
 def test_kstep_score_ranks_wrong_drifts_below_the_exact_law():

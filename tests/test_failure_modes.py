@@ -40,7 +40,7 @@ def test_nan_guard_restores_best_lowers_lr_then_stops(ou, monkeypatch):
 
     monkeypatch.setattr(FlowMap, "forward", poisoned)
     with pytest.warns(RuntimeWarning, match="lowered the learning rate"):
-        model = fit(ou, "gaussian", epochs=20, batch_size=128, progress=False, threads=1)
+        model = fit(ou, "gaussian-net", epochs=20, batch_size=128, progress=False, threads=1)
     assert "non-finite loss" in model.history["stop_reason"]
     assert model.history["best_epoch"] >= 0
     monkeypatch.setattr(FlowMap, "forward", original)
@@ -53,11 +53,11 @@ def test_nan_guard_restores_best_lowers_lr_then_stops(ou, monkeypatch):
 def test_too_little_data_warns(ou):
     tiny = Trajectories(x=ou.x[:3, :4], dt=ou.dt)
     with pytest.warns(RuntimeWarning, match=r"only \d+ training pairs"):
-        fit(tiny, "gaussian", epochs=1, progress=False, threads=1)
+        fit(tiny, "gaussian-net", epochs=1, progress=False, threads=1)
 
 
 def test_rollout_reports_nonfinite_paths():
-    model = build_model(get_preset("gaussian"), 1, 0.01)
+    model = build_model(get_preset("gaussian-net"), 1, 0.01)
     model.d_std.fill_(math.inf)  # every step is non-finite
     with pytest.warns(RuntimeWarning, match="3 of 3 paths became non-finite"):
         out, summary = simulate(model, [0.5], 4, 3, return_summary=True)

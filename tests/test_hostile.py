@@ -45,7 +45,7 @@ def work(tmp_path_factory, torch_one_thread) -> Path:
     torch.set_num_threads(1)
     argv = ["fit", str(d / "f.npz"), "--out", str(d / "m.pt"), "--epochs", "1"]
     with redirect_stderr(io.StringIO()), redirect_stdout(io.StringIO()):
-        assert main([*argv, "--preset", "gaussian"]) == 0
+        assert main([*argv, "--preset", "gaussian-net"]) == 0
     x = np.random.default_rng(1).normal(size=(200, 11, 1))
     save_trajectories(Trajectories(x=x, dt=0.01), d / "e.npz")
     return d
@@ -192,7 +192,7 @@ def test_a_basis_fit_made_worse_by_training_says_so():
     the validation NLL ends worse than before training, and a warning says so."""
     data = simulate_bursts("ou", n_traj=40, t_end=0.2, seed=2)
     with pytest.warns(RuntimeWarning, match="did not improve on the initial model"):
-        fit(data, "gaussian", epochs=3, lr=1e30, threads=1, progress=False)
+        fit(data, "gaussian-net", epochs=3, lr=1e30, threads=1, progress=False)
 
 
 def test_fit_that_learns_nothing_warns_loudly():
@@ -200,7 +200,7 @@ def test_fit_that_learns_nothing_warns_loudly():
     warm-up: both are said, not hidden behind a normal return."""
     data = simulate_bursts("ou", n_traj=40, t_end=0.2, seed=2)
     with pytest.warns(RuntimeWarning) as seen:
-        fit(data, "gaussian", epochs=1000, lr=1e-12, patience=1, threads=1, progress=False)
+        fit(data, "gaussian-net", epochs=1000, lr=1e-12, patience=1, threads=1, progress=False)
     text = " ".join(str(w.message) for w in seen)
     assert "did not improve on the initial model" in text
     assert "never reached its peak" in text
@@ -222,7 +222,7 @@ def test_fit_interrupted_before_its_first_epoch_writes_nothing(work, tmp_path, m
         return old
 
     monkeypatch.setattr(cli.signal, "signal", fire_at_once)
-    rc = main(["fit", str(work / "f.npz"), "--out", str(out), "--preset", "gaussian"])
+    rc = main(["fit", str(work / "f.npz"), "--out", str(out), "--preset", "gaussian-net"])
     err = capsys.readouterr().err
     assert rc == 130
     assert "before the first epoch completed; nothing was written" in err

@@ -34,7 +34,7 @@ from slowflow.rollout import simulate, simulate_to_file
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def _model(preset: str = "gaussian", d: int = 1, box: float | None = None):
+def _model(preset: str = "gaussian-net", d: int = 1, box: float | None = None):
     """A fresh model with non-trivial random weights in every layer (the rollout is then a
     state-dependent random map, not a plain random walk); ``box`` sets the training range
     [-box, box] so that out-of-range excursions are tracked."""
@@ -43,6 +43,8 @@ def _model(preset: str = "gaussian", d: int = 1, box: float | None = None):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        if model.config.uses_basis_scale:  # a unit step std, as the network scale starts
+            model.cov_coef.mul_(1.0 / float(model.dt))
     if box is not None:
         model.x_lo.fill_(-box)
         model.x_hi.fill_(box)
@@ -60,9 +62,9 @@ def _no_temp_files(folder: Path) -> bool:
 @pytest.mark.parametrize(
     ("preset", "d", "chunk", "every"),
     [
-        ("gaussian", 1, 7, 1),  # chunks of 7 do not divide 50 paths: a short last chunk
-        ("gaussian", 2, 64, 1),  # one chunk larger than the ensemble
-        ("gaussian", 2, 16, 5),
+        ("gaussian-net", 1, 7, 1),  # chunks of 7 do not divide 50 paths: a short last chunk
+        ("gaussian-net", 2, 64, 1),  # one chunk larger than the ensemble
+        ("gaussian-net", 2, 16, 5),
         ("coupling", 1, 13, 2),  # a spline flow (another sampling path through zuko)
     ],
 )
@@ -111,7 +113,7 @@ def test_blocked_model_evaluation_gives_the_unblocked_paths(preset, monkeypatch)
 def test_nonfinite_paths_are_reported_when_not_kept(tmp_path):
     """A kernel that turns every path non-finite at step 1 is reported at step 1 even when
     only every 4th step is written (the check runs on every step)."""
-    model = build_model(get_preset("gaussian"), 1, 0.01)
+    model = build_model(get_preset("gaussian-net"), 1, 0.01)
     model.d_std.fill_(math.inf)
     with pytest.warns(RuntimeWarning, match="3 of 3 paths became non-finite"):
         summary = simulate_to_file(model, [0.5], 8, tmp_path / "p.npy", n_paths=3, every=4)

@@ -27,6 +27,8 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 DT = 0.01
 N = 64
 CASES = [pytest.param(p, d, id=f"{p}-d{d}") for p in sorted(PRESETS) for d in (1, 2)]
+# presets with weights to train (the closed-form 'gaussian' has none)
+TRAINED = [c for c in CASES if c.values[0] != "gaussian"]
 
 
 def _perturb_zero_parameters(model: nn.Module, scale: float = 0.05, seed: int = 1) -> list[str]:
@@ -83,7 +85,7 @@ def test_model_returns_distribution_with_shapes(preset, d):
     assert model(x[:1]).sample().shape == (1, d)
 
 
-@pytest.mark.parametrize(("preset", "d"), CASES)
+@pytest.mark.parametrize(("preset", "d"), TRAINED)
 def test_gradients_reach_every_parameter(preset, d):
     """The mean log-likelihood has a gradient (not None) for every parameter of a fresh
     model; after moving the zero-initialised output layers off zero, every parameter
@@ -99,6 +101,41 @@ def test_gradients_reach_every_parameter(preset, d):
     model(x).log_prob(y).mean().backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not dead, f"zero gradient for {dead}"
+
+
+@pytest.mark.parametrize("d", (1, 2, 3))
+def test_closed_form_gaussian_is_the_exact_normal_law_of_its_fits(d):
+    """The default preset has no weights; its law at x is N(x + Delta a(x), Delta Sigma(x))
+    with a and Sigma the stored fits: log_prob equals scipy's multivariate normal density
+    (float32 against float64: 1e-4 nats)."""
+    from scipy import stats
+
+    from slowflow.model.basis import DriftFit
+    from slowflow.model.covariance import CovarianceFit
+
+    rng = np.random.default_rng(d)
+    lo, hi = -np.ones(d), np.ones(d)
+    p1 = 1 + d  # degree-1 features: (1, x_1, ..., x_d) on the box [-1, 1]
+    drift = DriftFit(lo, hi, 1, rng.normal(size=(p1, d)), np.zeros((d, p1, p1)))
+    a = rng.normal(size=(d, d))
+    m = d * (d + 1) // 2
+    coef = np.zeros((p1, m))
+    rows, cols = np.triu_indices(d)
+    coef[0] = (a @ a.T + d * np.eye(d))[rows, cols]  # a constant, positive definite Sigma
+    cov = CovarianceFit(lo, hi, 1, coef, np.ones(d))
+    model = build_model(get_preset("gaussian"), d, DT, drift, cov)
+    assert model.n_parameters() == 0
+    x = rng.uniform(-0.9, 0.9, size=(5, d))
+    y = x + 0.1 * rng.normal(size=(5, d))
+    got = model(torch.as_tensor(x, dtype=torch.float32)).log_prob(
+        torch.as_tensor(y, dtype=torch.float32)
+    )
+    sig = (a @ a.T + d * np.eye(d)) * DT
+    want = [
+        stats.multivariate_normal(x[i] + DT * drift.drift(x[i : i + 1])[0], sig).logpdf(y[i])
+        for i in range(5)
+    ]
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize(("preset", "d"), CASES)

@@ -29,7 +29,7 @@ def _fit_cmd(data: Path, out: Path, *extra: str) -> list[str]:
         "--out",
         str(out),
         "--preset",
-        "gaussian",
+        "gaussian-net",
         "--epochs",
         "40",
         "--patience",

@@ -37,7 +37,7 @@ sys.exit(slowflow.cli.main(sys.argv[1:]))
 # before it runs (a folder output is given by the file in it)
 COMMANDS = {
     "fit": (
-        "fit {w}/f.npz --out {t}/o.pt --batch-size 1 --epochs 5 --preset gaussian",
+        "fit {w}/f.npz --out {t}/o.pt --batch-size 1 --epochs 5 --preset gaussian-net",
         ["o.pt"],
     ),
     "predict npz": (
@@ -69,7 +69,7 @@ def work(tmp_path_factory) -> Path:
     save_trajectories(simulate_bursts("ou", n_traj=300, t_end=1.0, seed=0), d / "f.npz")
     run = subprocess.run(
         [sys.executable, "-m", "slowflow", "fit", str(d / "f.npz"), "--out", str(d / "m.pt")]
-        + ["--epochs", "1", "--preset", "gaussian"],
+        + ["--epochs", "1", "--preset", "gaussian-net"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -73,8 +73,15 @@ def _fit_ou(data, preset):
 
 @pytest.fixture(scope="module")
 def gaussian_ou(ou_train, torch_one_thread):
-    """The 'gaussian' preset fitted for 12 epochs (about 4 s on one core)."""
+    """The default 'gaussian' preset: drift and covariance in closed form (about 2 s)."""
     return _fit_ou(ou_train, "gaussian")
+
+
+@pytest.fixture(scope="module")
+def gaussian_net_ou(ou_train, torch_one_thread):
+    """The 'gaussian-net' preset (network scale) fitted for 12 epochs (about 4 s on one
+    core)."""
+    return _fit_ou(ou_train, "gaussian-net")
 
 
 def _check_kernel(model, label: str) -> None:
@@ -96,18 +103,28 @@ def _check_kernel(model, label: str) -> None:
 
 
 def test_gaussian_preset_learns_exact_ou_kernel(gaussian_ou):
-    """KS test (alpha = 0.001) of 2,000 one-step samples at x = 0.5, 1.2, 2.0 against the
-    exact normal cdf, plus the drift and variance read-outs against theta (mu - x) and the
-    exact variance (tolerances above)."""
+    """The closed-form default: KS test (alpha = 0.001) of 2,000 one-step samples at
+    x = 0.5, 1.2, 2.0 against the exact normal cdf, plus the drift and variance read-outs
+    against theta (mu - x) and the exact variance (tolerances above); no epochs ran."""
     assert gaussian_ou.dim == 1 and float(gaussian_ou.dt) == pytest.approx(DT)
-    assert not gaussian_ou.training
+    assert not gaussian_ou.training and gaussian_ou.n_parameters() == 0
     h = gaussian_ou.history
-    assert h["epoch"] == list(range(12))
-    assert all(math.isfinite(v) for v in h["val_nll"])
+    assert h["epoch"] == [] and h["stop_reason"].startswith("closed form")
+    assert h["drift_basis"]["degree"] == 1 and h["covariance_basis"]["degree"] == 0
     # The exact kernel's NLL is log(sd sqrt(2 pi e)) = -2.09 nats; the fit must get close.
     floor = math.log(_exact_law(1.2)[1] * math.sqrt(2 * math.pi * math.e))
     assert h["best_val_nll"] < floor + 0.02
     _check_kernel(gaussian_ou, "gaussian")
+
+
+def test_gaussian_net_preset_learns_exact_ou_kernel(gaussian_net_ou):
+    """The same checks for the network scale trained for 12 epochs."""
+    h = gaussian_net_ou.history
+    assert h["epoch"] == list(range(12))
+    assert all(math.isfinite(v) for v in h["val_nll"])
+    floor = math.log(_exact_law(1.2)[1] * math.sqrt(2 * math.pi * math.e))
+    assert h["best_val_nll"] < floor + 0.02
+    _check_kernel(gaussian_net_ou, "gaussian-net")
 
 
 def test_kernel_checks_have_power(gaussian_ou):
@@ -171,12 +188,12 @@ def test_resume_continues_from_checkpoint(small_ou, tmp_path):
     """Fit 2 epochs with a checkpoint, then resume to 4: the history has epochs 0..3, its
     first two entries are those of the first run, and the validation NLL stays finite."""
     ckpt = tmp_path / "run.ckpt"
-    first = _fit(small_ou, "gaussian", epochs=2, batch_size=128, seed=0, checkpoint=ckpt)
+    first = _fit(small_ou, "gaussian-net", epochs=2, batch_size=128, seed=0, checkpoint=ckpt)
     assert ckpt.exists()
     assert first.history["epoch"] == [0, 1]
     resumed = _fit(
         small_ou,
-        "gaussian",
+        "gaussian-net",
         epochs=4,
         batch_size=128,
         seed=0,
@@ -196,10 +213,10 @@ def test_resume_reproduces_an_uninterrupted_run(small_ou, tmp_path):
     of epochs), 2 epochs + resume to 4 equals 4 epochs in one go, bit for bit: weights,
     optimizer state, data order and step counter all come back from the checkpoint."""
     kw = {"batch_size": 128, "seed": 0, "schedule": "constant", "patience": 50}
-    whole = _fit(small_ou, "gaussian", epochs=4, **kw)
+    whole = _fit(small_ou, "gaussian-net", epochs=4, **kw)
     ckpt = tmp_path / "run.ckpt"
-    _fit(small_ou, "gaussian", epochs=2, checkpoint=ckpt, **kw)
-    resumed = _fit(small_ou, "gaussian", epochs=4, checkpoint=ckpt, resume=True, **kw)
+    _fit(small_ou, "gaussian-net", epochs=2, checkpoint=ckpt, **kw)
+    resumed = _fit(small_ou, "gaussian-net", epochs=4, checkpoint=ckpt, resume=True, **kw)
     assert resumed.history["val_nll"] == whole.history["val_nll"]
     assert _same_state(resumed, whole)
 
@@ -240,11 +257,11 @@ def test_unknown_preset_is_a_config_error(small_ou):
 def test_fitted_model_save_load_round_trip(small_ou, tmp_path):
     """A model returned by fit (which carries the data range used by rollout warnings)
     saves and loads; rollouts with the same seed are bit-identical."""
-    model = _fit(small_ou, "gaussian", epochs=1, batch_size=128)
+    model = _fit(small_ou, "gaussian-net", epochs=1, batch_size=128)
     path = save_model(model, tmp_path / "fitted.pt")
     loaded = load_model(path)
     assert loaded.history["epoch"] == [0]
-    assert loaded.meta["preset"] == "gaussian"
+    assert loaded.meta["preset"] == "gaussian-net"
     assert _same_state(model, loaded)
     # the data range (float32) comes back with the weights
     assert float(loaded.x_lo[0]) == pytest.approx(np.nanmin(small_ou.x), rel=1e-6)
@@ -261,6 +278,6 @@ def test_fitted_model_with_numpy_metadata_round_trips(small_ou, tmp_path):
     data = Trajectories(
         small_ou.x, small_ou.dt, meta={"noise": np.float64(0.3), "box": np.array([0.0, 2.5])}
     )
-    model = _fit(data, "gaussian", epochs=1, batch_size=128)
+    model = _fit(data, "gaussian-net", epochs=1, batch_size=128)
     loaded = load_model(save_model(model, tmp_path / "meta.pt"))
     assert loaded.meta["data_meta"]["noise"] == pytest.approx(0.3)

@@ -222,21 +222,30 @@ def cmd_fit(args) -> int:
         signal.signal(signal.SIGTERM, old)
     h = model.history
     interrupted = "interrupted" in h["stop_reason"]
+    closed_form = model.n_parameters() == 0  # drift and covariance in closed form
     if interrupted and h["best_epoch"] < 0:
         kept = f"; {checkpoint} is kept (continue with --resume)" if checkpoint.exists() else ""
-        print(
-            f"slowflow: interrupted before the first epoch completed; nothing was written{kept}",
-            file=sys.stderr,
-        )
+        what = "the closed-form fit completed" if closed_form else "the first epoch completed"
+        print(f"slowflow: interrupted before {what}; nothing was written{kept}", file=sys.stderr)
         return 130
     if not lead:
         return 130 if interrupted else 0
     model.meta["command"] = _command_line()
     save_model(model, args.out)
-    print(
-        f"wrote {args.out}: best validation NLL {h['best_val_nll']:.4f} nats/pair at epoch "
-        f"{h['best_epoch']}, {h['train_seconds']:.0f} s ({h['stop_reason']})"
-    )
+    if closed_form:
+        deg = (
+            (h.get("drift_basis") or {}).get("degree"),
+            (h.get("covariance_basis") or {}).get("degree"),
+        )
+        print(
+            f"wrote {args.out}: closed form (drift degree {deg[0]}, covariance degree {deg[1]}), "
+            f"validation NLL {h['best_val_nll']:.4f} nats/pair, {h['train_seconds']:.1f} s"
+        )
+    else:
+        print(
+            f"wrote {args.out}: best validation NLL {h['best_val_nll']:.4f} nats/pair at epoch "
+            f"{h['best_epoch']}, {h['train_seconds']:.0f} s ({h['stop_reason']})"
+        )
     if not interrupted:
         checkpoint.unlink(missing_ok=True)
         return 0

@@ -609,6 +609,9 @@ def _check_outcome(history: dict, cfg: TrainConfig) -> None:
     if history["stop_reason"].startswith("interrupted"):
         return
     init, best = history.get("initial_val_nll"), history["best_val_nll"]
+    if history.get("kept_initial"):  # no epoch beat the closed-form start: it is the model
+        history["stop_reason"] += "; no epoch improved on the closed-form Gaussian, kept it"
+        return
     if history["best_epoch"] < 0:
         raise TrainingError(
             f"training produced no usable model: no epoch had a finite validation NLL "
@@ -726,8 +729,12 @@ def fit(
             if resume_state is not None
             else model_config.basis_degree
         )
-        drift_fit = _fit_basis_drift(model_config, prep, cfg) if resume_state is None else None
-        model = build_model(model_config, prep.dim, prep.dt, drift_fit)
+        t_closed = time.perf_counter()
+        drift_fit, cov_fit = (
+            _fit_closed_form(model_config, prep, cfg) if resume_state is None else (None, None)
+        )
+        t_closed = time.perf_counter() - t_closed
+        model = build_model(model_config, prep.dim, prep.dt, drift_fit, cov_fit)
         model_config = model.config
         if n_train < 20 * model.n_parameters() ** 0.5:
             warnings.warn(
@@ -741,6 +748,11 @@ def fit(
         model.x_hi.copy_(torch.as_tensor(prep.hi))
         model.to(device)
         lead = dctx.rank == 0
+        if model.n_parameters() == 0:  # drift and covariance in closed form: nothing to train
+            fits = (drift_fit, cov_fit)
+            return _closed_form_model(
+                model, prep, cfg, preset_name, device, dctx, fits, t_closed, stop_flag
+            )
 
         # validation pairs: each process scores its share; the sums are added up
         tv0 = torch.as_tensor(prep.v0[dctx.rank :: dctx.world], dtype=torch.float32, device=device)
@@ -790,12 +802,25 @@ def fit(
             gen.set_state(resume_state["generator"])
         if drift_fit is not None:
             history["drift_basis"] = drift_fit.summary()
+        if cov_fit is not None:
+            history["covariance_basis"] = cov_fit.summary()
+        history.setdefault("closed_form_seconds", t_closed)
 
         if "initial_val_nll" not in history:  # what training must improve on
             init_sum = _all_reduce([_nll_sum(model, tv0, tv1)], device, dctx)[0]
             history["initial_val_nll"] = init_sum / max(1, n_val)
+            if model_config.uses_basis_scale and math.isfinite(history["initial_val_nll"]):
+                # the start is a fitted model (the closed-form Gaussian the flow refines):
+                # an epoch is kept only if it beats it
+                best_val = history["initial_val_nll"]
+                history["kept_initial"] = True
         # a fixed epoch, not a fraction of the planned ones, so a resumed run does the same
-        reweight_epoch = cfg.reweight_after - 1 if cfg.reweight_after else -1
+        # (a closed-form covariance already weighted the drift's fit)
+        reweight_epoch = (
+            cfg.reweight_after - 1
+            if cfg.reweight_after and not model_config.uses_basis_scale
+            else -1
+        )
         show = (progress if progress is not None else True) and lead
         bar = None
         if show:
@@ -900,6 +925,7 @@ def fit(
                         epoch,
                     )
                     epochs_since_best = 0
+                    history["kept_initial"] = False
                 else:
                     epochs_since_best += 1
                 if bar is not None:
@@ -961,17 +987,21 @@ def fit(
         history["lr_reached_peak"] = sched.warmed_up(step, history["train_seconds"])
         _check_outcome(history, cfg)
         model.history = history
-        model.meta = {
-            "slowflow_version": __version__,
-            "preset": preset_name,
-            "train_config": cfg.to_dict(),
-            "data_meta": prep.meta,
-            "names": list(prep.names),
-            "torch_threads": torch.get_num_threads(),
-            "device": str(device),
-            "world_size": dctx.world,
-        }
+        model.meta = _meta(model, prep, cfg, preset_name, device, dctx)
         return model
+
+
+def _meta(model, prep, cfg, preset_name, device, dctx) -> dict:
+    return {
+        "slowflow_version": __version__,
+        "preset": preset_name,
+        "train_config": cfg.to_dict(),
+        "data_meta": prep.meta,
+        "names": list(prep.names),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "world_size": dctx.world,
+    }
 
 
 def _kstep(model: FlowMap, prep: _Prepared, cfg: TrainConfig) -> dict | None:
@@ -988,14 +1018,75 @@ def _kstep(model: FlowMap, prep: _Prepared, cfg: TrainConfig) -> dict | None:
     return score
 
 
-def _fit_basis_drift(config: ModelConfig, prep: _Prepared, cfg: TrainConfig):
-    """The closed-form drift of a ``drift="basis"`` model from the training pairs, or None."""
+def _fit_closed_form(config: ModelConfig, prep: _Prepared, cfg: TrainConfig):
+    """The closed-form stages of a model from the training pairs: (drift, covariance), each
+    a fit or None.
+
+    Basis drift by feasible GLS (:func:`~slowflow.model.basis.fit_drift`). With a
+    closed-form scale: the covariance of its residuals
+    (:func:`~slowflow.model.covariance.fit_covariance`), the drift fitted again weighted by
+    the inverse of that covariance's diagonal, and the covariance of the final residuals.
+    """
     from .model.basis import fit_drift
+    from .model.covariance import fit_covariance
 
     if not config.uses_basis or prep.drift_sample is None:
-        return None
+        return None, None
     x0, x1, groups = prep.drift_sample
-    return fit_drift(x0, x1, prep.dt, groups, degree=config.basis_degree, seed=cfg.seed)
+    dt, seed = prep.dt, cfg.seed
+    drift = fit_drift(x0, x1, dt, groups, degree=config.basis_degree, seed=seed)
+    if not config.uses_basis_scale:
+        return drift, None
+    for final in (False, True):
+        resid = x1 - x0 - dt * drift.drift(x0)
+        cov = fit_covariance(resid, dt, x0, groups, degree=config.scale_degree, seed=seed)
+        if final:
+            return drift, cov
+        var = np.einsum("nii->ni", cov.sigma(x0))
+        drift = fit_drift(
+            x0, x1, dt, groups, degree=config.basis_degree, weights=1.0 / var, seed=seed
+        )
+    raise AssertionError("unreachable")
+
+
+def _closed_form_model(
+    model, prep, cfg, preset_name, device, dctx, fits, seconds, stop_flag=None
+) -> FlowMap:
+    """Finish a model whose every stage was fitted in closed form: its validation scores,
+    history and meta (no epochs, no checkpoints: a refit takes seconds)."""
+    model.eval()
+    tv0 = torch.as_tensor(prep.v0[dctx.rank :: dctx.world], dtype=torch.float32, device=device)
+    tv1 = torch.as_tensor(prep.v1[dctx.rank :: dctx.world], dtype=torch.float32, device=device)
+    n_val = int(prep.v0.shape[0])
+    val = _all_reduce([_nll_sum(model, tv0, tv1)], device, dctx)[0] / max(1, n_val)
+    if not math.isfinite(val):
+        raise TrainingError(
+            f"the closed-form model has no finite validation NLL ({val}); check the data"
+        )
+    history: dict = {"epoch": [], "train_nll": [], "val_nll": [], "lr": [], "seconds": []}
+    for key, fit in zip(("drift_basis", "covariance_basis"), fits):
+        if fit is not None:
+            history[key] = fit.summary()
+    stopped = stop_flag is not None and bool(stop_flag())
+    history.update(
+        initial_val_nll=val,
+        best_val_nll=val,
+        best_epoch=-1 if stopped else 0,
+        stop_reason="interrupted during the closed-form fit"
+        if stopped
+        else "closed form: drift and covariance fitted by least squares, nothing to train",
+        closed_form_seconds=seconds,
+        train_seconds=seconds,
+        n_train_pairs=int(prep.n_train),
+        n_val_pairs=n_val,
+        world_size=dctx.world,
+        lr_reached_peak=True,
+    )
+    if dctx.rank == 0 and cfg.kstep_every:
+        history["kstep"] = _kstep(model, prep, cfg)
+    model.history = history
+    model.meta = _meta(model, prep, cfg, preset_name, device, dctx)
+    return model
 
 
 def _reweight_drift(model: FlowMap, prep: _Prepared, cfg: TrainConfig, degree: int | None):

@@ -162,7 +162,7 @@ class DriftFit:
         }
 
 
-def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+def solve_normal(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """Least-squares coefficients from normal equations, with a tiny ridge for rank safety."""
     p = gram.shape[0]
     ridge = 1e-10 * max(np.trace(gram) / p, 1e-300)
@@ -170,50 +170,56 @@ def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Moments:
-    """Weighted sufficient statistics of one component, per fold."""
+class Moments:
+    """Weighted sufficient statistics of ``m`` targets that share one weight per row, per
+    cross-validation fold: everything the fits of every degree and fold need."""
 
     gram: np.ndarray  # (k, P, P)
-    cross: np.ndarray  # (k, P)
-    yy: np.ndarray  # (k,)
+    cross: np.ndarray  # (k, P, m)
+    yy: np.ndarray  # (k, m)
     mass: np.ndarray  # (k,) sum of weights
 
     @classmethod
-    def of(cls, phi, y, w, bounds) -> _Moments:
-        """``bounds``: fold f is rows bounds[f]:bounds[f + 1] (rows sorted by fold)."""
-        k, p = len(bounds) - 1, phi.shape[1]
-        out = cls(np.zeros((k, p, p)), np.zeros((k, p)), np.zeros(k), np.zeros(k))
+    def of(cls, phi, y, w, bounds) -> Moments:
+        """``y`` (n, m) or (n,); ``bounds``: fold f is rows bounds[f]:bounds[f + 1] (rows
+        sorted by fold)."""
+        y = y.reshape(y.shape[0], -1)
+        k, p, m = len(bounds) - 1, phi.shape[1], y.shape[1]
+        out = cls(np.zeros((k, p, p)), np.zeros((k, p, m)), np.zeros((k, m)), np.zeros(k))
         for f in range(k):
             sl = slice(bounds[f], bounds[f + 1])
             pw = phi[sl] * w[sl, None]
             out.gram[f], out.cross[f] = pw.T @ phi[sl], pw.T @ y[sl]
-            out.yy[f], out.mass[f] = float(w[sl] @ (y[sl] ** 2)), float(w[sl].sum())
+            out.yy[f], out.mass[f] = w[sl] @ (y[sl] ** 2), float(w[sl].sum())
         return out
 
-    def coef(self, m: int, leave_out: int | None = None) -> np.ndarray:
+    def coef(self, n_feat: int, leave_out: int | None = None) -> np.ndarray:
+        """Coefficients (n_feat, m) on the first ``n_feat`` features (all folds but one)."""
         g, c = self.gram.sum(0), self.cross.sum(0)
         if leave_out is not None:
             g, c = g - self.gram[leave_out], c - self.cross[leave_out]
-        return _solve(g[:m, :m], c[:m])
+        return solve_normal(g[:n_feat, :n_feat], c[:n_feat])
 
     def heldout(self, max_deg: int, dim: int) -> np.ndarray:
-        """Held-out weighted mean squared error per fold (k, max_deg + 1)."""
-        k = self.gram.shape[0]
-        per = np.empty((k, max_deg + 1))
+        """Held-out weighted mean squared error per fold, degree and target
+        (k, max_deg + 1, m); ``dim``: the number of variables the features are built on."""
+        k, m = self.yy.shape
+        per = np.empty((k, max_deg + 1, m))
         for deg in range(max_deg + 1):
-            m = n_features(dim, deg)
+            nf = n_features(dim, deg)
             for f in range(k):
-                beta = self.coef(m, leave_out=f)
-                g, c = self.gram[f][:m, :m], self.cross[f][:m]
-                sse = self.yy[f] - 2.0 * beta @ c + beta @ g @ beta
+                beta = self.coef(nf, leave_out=f)
+                g, c = self.gram[f][:nf, :nf], self.cross[f][:nf]
+                sse = self.yy[f] - 2.0 * (beta * c).sum(0) + np.einsum("pi,pq,qi->i", beta, g, beta)
                 per[f, deg] = sse / max(self.mass[f], 1e-300)
         return per
 
 
-def _choose_degree(per: np.ndarray) -> tuple[int, dict, dict]:
+def choose_degree(per: np.ndarray) -> tuple[int, dict, dict]:
     """The one-standard-error rule on paired fold differences: the lowest degree whose mean
     held-out loss exceeds the best degree's by less than one standard error of the
-    difference (extra features that do not clearly help only add variance)."""
+    difference (extra features that do not clearly help only add variance). ``per``:
+    held-out losses (folds, degrees)."""
     k = per.shape[0]
     mean = per.mean(0)
     best = int(np.argmin(mean))
@@ -223,13 +229,38 @@ def _choose_degree(per: np.ndarray) -> tuple[int, dict, dict]:
     return chosen, excess, {p: float(se[p]) for p in range(per.shape[1])}
 
 
+@dataclass
+class Folds:
+    """Rows reordered so that cross-validation folds and groups are contiguous slices."""
+
+    order: np.ndarray  # row permutation
+    bounds: np.ndarray  # fold f is rows bounds[f]:bounds[f + 1] (after ``order``)
+    starts: np.ndarray  # first row of each group (after ``order``)
+    n_groups: int
+
+    @classmethod
+    def of(cls, groups: np.ndarray, folds: int, seed: int) -> Folds:
+        uniq, inv = np.unique(groups, return_inverse=True)
+        k = int(max(1, min(folds, len(uniq))))
+        fold = np.random.default_rng(seed).permutation(len(uniq))[inv] % k
+        order = np.lexsort((inv, fold))
+        inv, fold = inv[order], fold[order]
+        bounds = np.searchsorted(fold, np.arange(k + 1))
+        starts = np.flatnonzero(np.r_[True, inv[1:] != inv[:-1]])
+        return cls(order, bounds, starts, len(uniq))
+
+    @property
+    def k(self) -> int:
+        return len(self.bounds) - 1
+
+
 def _residual_weights(x0, resid, lo, hi) -> np.ndarray:
     """(N, d): per component, 1 / (its squared residual regressed on a degree-2 basis)."""
     d = x0.shape[1]
     deg = 2 if n_features(d, 2) * 50 <= x0.shape[0] else 1
     phi = features_np(x0, lo, hi, exponents(d, deg))
     q = resid**2
-    qhat = phi @ _solve(phi.T @ phi, phi.T @ q)
+    qhat = phi @ solve_normal(phi.T @ phi, phi.T @ q)
     return 1.0 / np.maximum(qhat, _WEIGHT_FLOOR * q.mean(0))
 
 
@@ -250,6 +281,7 @@ def fit_drift(
     weights: np.ndarray | None = None,
     folds: int = 10,
     seed: int = 0,
+    context: np.ndarray | None = None,
 ) -> DriftFit:
     """Least-squares drift on a Legendre basis, degree chosen by cross-validation.
 
@@ -267,6 +299,9 @@ def fit_drift(
         common scale). None: estimated from the residuals of an unweighted fit.
     folds : int
         Number of cross-validation folds.
+    context : array (N, p), optional
+        The variables the drift is a function of (default ``x0``): for a map with memory,
+        the coordinates of the window of past observations.
 
     Returns
     -------
@@ -291,37 +326,33 @@ def fit_drift(
     n, d = x0.shape
     if n < 2:
         raise ConfigError(f"the drift estimator needs at least 2 pairs, got {n}")
+    z = x0 if context is None else np.asarray(context, dtype=np.float64).reshape(n, -1)
+    p_dim = z.shape[1]
     groups = np.arange(n) if groups is None else np.asarray(groups)
-    top = int(degree) if degree is not None else max_degree(d, n)
-    lo, hi = box(x0)
-    uniq, inv = np.unique(groups, return_inverse=True)
-    k = int(max(1, min(folds, len(uniq))))
-    fold = np.random.default_rng(seed).permutation(len(uniq))[inv] % k
-    # rows sorted by fold, then group: folds and groups become contiguous slices
-    order = np.lexsort((inv, fold))
-    x0, y, inv, fold = x0[order], y[order], inv[order], fold[order]
-    bounds = np.searchsorted(fold, np.arange(k + 1))
-    starts = np.flatnonzero(np.r_[True, inv[1:] != inv[:-1]])
-    phi = features_np(x0, lo, hi, exponents(d, top))
+    top = int(degree) if degree is not None else max_degree(p_dim, n)
+    lo, hi = box(z)
+    cv = Folds.of(groups, folds, seed)
+    z, y = z[cv.order], y[cv.order]
+    phi = features_np(z, lo, hi, exponents(p_dim, top))
     how = "given"
     if weights is None:
-        beta0 = _solve(phi.T @ phi, phi.T @ y)
-        weights, how = _residual_weights(x0, y - phi @ beta0, lo, hi), "residual"
+        beta0 = solve_normal(phi.T @ phi, phi.T @ y)
+        weights, how = _residual_weights(z, y - phi @ beta0, lo, hi), "residual"
     else:
-        weights = np.asarray(weights, dtype=np.float64).reshape(n, -1)[order]
+        weights = np.asarray(weights, dtype=np.float64).reshape(n, -1)[cv.order]
     weights = np.broadcast_to(weights, (n, d))
-    moments = [_Moments.of(phi, y[:, i], weights[:, i], bounds) for i in range(d)]
+    moments = [Moments.of(phi, y[:, i], weights[:, i], cv.bounds) for i in range(d)]
     loss, se, best = {}, {}, top
-    if degree is None and k >= 2:
-        best, loss, se = _choose_degree(sum(m.heldout(top, d) for m in moments))
-    m = n_features(d, best)
+    if degree is None and cv.k >= 2:
+        best, loss, se = choose_degree(sum(mo.heldout(top, p_dim)[..., 0] for mo in moments))
+    m = n_features(p_dim, best)
     phi = np.ascontiguousarray(phi[:, :m])
-    coef = np.stack([mo.coef(m) for mo in moments], 1)
+    coef = np.concatenate([mo.coef(m) for mo in moments], 1)
     resid = y - phi @ coef
     cov = np.stack(
         [
-            _cluster_cov(phi, resid[:, i], weights[:, i], starts, mo.gram.sum(0)[:m, :m])
+            _cluster_cov(phi, resid[:, i], weights[:, i], cv.starts, mo.gram.sum(0)[:m, :m])
             for i, mo in enumerate(moments)
         ]
     )
-    return DriftFit(lo, hi, best, coef, cov, loss, se, n, len(uniq), how)
+    return DriftFit(lo, hi, best, coef, cov, loss, se, n, cv.n_groups, how)

@@ -10,6 +10,7 @@ FLOWS = ("maf", "nsf", "coupling", "gaussian")
 ACTIVATIONS = ("tanh", "relu", "elu", "silu")
 PARAMETRIZATIONS = ("direct", "increment")
 DRIFTS = ("basis", "network")
+SCALES = ("basis", "network")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,15 @@ class ModelConfig:
         location is learned by the network with the likelihood (slowflow <= 0.1).
     basis_degree:
         Total degree of the drift basis; None chooses it from the data when fitting.
+    scale:
+        Where the conditional scale comes from (``drift="basis"`` only). ``"basis"``: the
+        covariance Sigma(x) of the increments fitted in closed form on a Legendre basis
+        (:mod:`slowflow.model.covariance`), L(x) its Cholesky factor; the Gaussian preset
+        then has no trainable weights at all, and a flow shapes the standardized residual.
+        ``"network"``: L(x) from the network, learned by likelihood. None: ``"basis"``
+        with the basis drift, ``"network"`` otherwise.
+    scale_degree:
+        Total degree of the covariance basis; None chooses it from the data.
     """
 
     flow: str = "nsf"
@@ -57,6 +67,8 @@ class ModelConfig:
     affine_hidden: tuple[int, ...] = (64, 64)
     drift: str = "basis"
     basis_degree: int | None = None
+    scale: str | None = None
+    scale_degree: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -82,12 +94,34 @@ class ModelConfig:
         if self.basis_degree is not None and (
             int(self.basis_degree) != self.basis_degree or not 0 <= self.basis_degree <= 12
         ):
-            raise ConfigError(f"basis_degree must be an integer in 0..12, got {self.basis_degree!r}")
+            raise ConfigError(
+                f"basis_degree must be an integer in 0..12, got {self.basis_degree!r}"
+            )
+        if self.scale is None:
+            object.__setattr__(self, "scale", "basis" if self.uses_basis else "network")
+        if self.scale not in SCALES:
+            raise ConfigError(f"scale must be one of {SCALES}, got {self.scale!r}")
+        if self.scale == "basis" and not self.uses_basis:
+            raise ConfigError(
+                "scale 'basis' needs the basis drift (parametrization 'increment', drift "
+                "'basis'): the covariance is fitted to the drift's residuals"
+            )
+        if self.scale_degree is not None and (
+            int(self.scale_degree) != self.scale_degree or not 0 <= self.scale_degree <= 12
+        ):
+            raise ConfigError(
+                f"scale_degree must be an integer in 0..12, got {self.scale_degree!r}"
+            )
 
     @property
     def uses_basis(self) -> bool:
         """True when the conditional mean is the closed-form basis drift."""
         return self.parametrization == "increment" and self.drift == "basis"
+
+    @property
+    def uses_basis_scale(self) -> bool:
+        """True when the conditional scale is the closed-form covariance."""
+        return self.uses_basis and self.scale == "basis"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -103,6 +137,8 @@ class ModelConfig:
             raise ConfigError(f"unknown model config field(s) {sorted(unknown)}")
         if "drift" not in d:  # files written before the basis drift learned the mean
             d = {**d, "drift": "network"}
+        if "scale" not in d:  # files written before the closed-form covariance
+            d = {**d, "scale": "network"}
         return cls(**d)
 
 
@@ -122,7 +158,11 @@ PRESETS: dict[str, ModelConfig] = {
     "maf": ModelConfig(flow="maf", transforms=5, hidden=(64, 64)),
     "nsf": ModelConfig(flow="nsf", transforms=3, hidden=(64, 64), bins=8),
     "coupling": ModelConfig(flow="coupling", transforms=3, hidden=(64, 64), bins=8),
+    # the default: drift and covariance in closed form, nothing to train
     "gaussian": ModelConfig(flow="gaussian", transforms=0),
+    # the basis drift with a network scale learned by likelihood (the default of the
+    # development versions before the closed-form covariance; kept for comparisons)
+    "gaussian-net": ModelConfig(flow="gaussian", transforms=0, scale="network"),
     # slowflow 0.1's default: the same conditional Gaussian with the network's mean, for
     # drifts that no polynomial of modest degree follows (and for comparisons)
     "network": ModelConfig(flow="gaussian", transforms=0, drift="network"),

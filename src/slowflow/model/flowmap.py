@@ -20,6 +20,7 @@ from torch.distributions import Distribution, Transform, constraints
 from ..errors import ConfigError
 from .basis import exponents, features_torch
 from .config import ModelConfig
+from .covariance import cholesky_torch
 
 _ACT = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
 # Bounds on the log of the diagonal of the conditional scale, in units of the global
@@ -120,7 +121,9 @@ class FlowMap(nn.Module):
         self.affine = None
         if config.uses_basis:
             self._init_basis(config)
-        if config.parametrization == "increment":
+        if config.uses_basis_scale:
+            self._init_cov(config)
+        elif config.parametrization == "increment":
             n_out = self.dim * (self.dim + 1) // 2 + (0 if config.uses_basis else self.dim)
             self.affine = _mlp(self.dim, n_out, config.affine_hidden, config.activation)
         if self.flow is not None and config.parametrization == "increment":
@@ -139,6 +142,46 @@ class FlowMap(nn.Module):
         self.register_buffer("basis_coef", torch.zeros(p, self.dim))
         # per component, the covariance of its coefficients (the estimator's error bars)
         self.register_buffer("basis_cov", torch.zeros(self.dim, p, p, dtype=torch.float64))
+
+    def _init_cov(self, config: ModelConfig) -> None:
+        """Buffers of the closed-form covariance Sigma(x) = sym(coef^T phi(x)) per unit
+        time, the identity until :meth:`set_covariance` stores a fit."""
+        d = self.dim
+        expo = torch.as_tensor(exponents(d, int(config.scale_degree or 0)))
+        coef = torch.zeros(expo.shape[0], d * (d + 1) // 2)
+        rows, cols = torch.triu_indices(d, d)
+        coef[0] = (rows == cols).float()  # the constant Legendre feature is 1
+        self.register_buffer("cov_expo", expo)
+        self.register_buffer("cov_lo", torch.full((d,), -1.0))
+        self.register_buffer("cov_hi", torch.full((d,), 1.0))
+        self.register_buffer("cov_coef", coef)
+        self.register_buffer("cov_scale", torch.ones(d))
+
+    def set_covariance(self, fit) -> None:
+        """Store a fitted :class:`~slowflow.model.covariance.CovarianceFit` (of any degree:
+        the buffers and ``config.scale_degree`` follow it)."""
+        if not self.config.uses_basis_scale:
+            raise ConfigError("this model's scale is a network, not a closed-form covariance")
+        device = self.x_mean.device
+        if int(fit.degree) != self.config.scale_degree:
+            from dataclasses import replace
+
+            self.config = replace(self.config, scale_degree=int(fit.degree))
+            self._init_cov(self.config)
+        for name, value in (
+            ("cov_lo", fit.lo),
+            ("cov_hi", fit.hi),
+            ("cov_coef", fit.coef),
+            ("cov_scale", fit.scale),
+        ):
+            setattr(self, name, torch.as_tensor(value, dtype=torch.float32, device=device))
+        self.cov_expo = self.cov_expo.to(device)
+
+    def basis_covariance(self, x: Tensor) -> Tensor:
+        """The closed-form Sigma(x) (n, d, d) per unit time, projected as in the map."""
+        q = features_torch(x, self.cov_lo, self.cov_hi, self.cov_expo) @ self.cov_coef
+        chol = cholesky_torch(q, self.cov_scale, self.dim)
+        return chol @ chol.transpose(-1, -2)
 
     def set_drift(self, fit) -> None:
         """Store a fitted :class:`~slowflow.model.basis.DriftFit` (of any degree: the
@@ -185,6 +228,14 @@ class FlowMap(nn.Module):
 
     def _affine_transform(self, x: Tensor, c: Tensor) -> TriangularAffine:
         d = self.dim
+        if self.config.uses_basis_scale:
+            loc = x + self.dt.to(x.dtype) * self.basis_drift(x)
+            q = features_torch(x, self.cov_lo, self.cov_hi, self.cov_expo) @ self.cov_coef
+            dt = self.dt.to(x.dtype)
+            chol = cholesky_torch(q * dt, self.cov_scale * dt.sqrt(), d)
+            if d == 1:
+                return TriangularAffine(loc, None, chol[..., 0])
+            return TriangularAffine(loc, chol, torch.diagonal(chol, dim1=-2, dim2=-1))
         out = self.affine(c)
         if self.config.uses_basis:
             rest = out
@@ -208,7 +259,7 @@ class FlowMap(nn.Module):
         """Diagonal (n, d) of the affine stage's conditional covariance L L^T at points x
         (n, d), as a float64 array: the one-step law's variance for the Gaussian preset,
         the scale that the flow then shapes for the others (increment parametrization)."""
-        if self.affine is None:
+        if self.config.parametrization != "increment":
             raise ConfigError("conditional_variance needs the increment parametrization")
         x = np.asarray(x)
         device = self.x_mean.device
@@ -223,7 +274,7 @@ class FlowMap(nn.Module):
     def forward(self, x: Tensor) -> Distribution:
         """The conditional law of x_{n+1} given x_n, batch shape ``x.shape[:-1]``."""
         c = self.context(x)
-        if self.affine is None:
+        if self.config.parametrization == "direct":
             return self.flow(c)
         outer = self._affine_transform(x, c)
         if self.flow is None or self.gaussian_only:
@@ -262,13 +313,19 @@ def _fill_offdiag(tril: Tensor, off: Tensor, rows: Tensor, cols: Tensor) -> Tens
     return tril
 
 
-def build_model(config: ModelConfig, dim: int, dt: float = 1.0, drift_fit=None) -> FlowMap:
+def build_model(
+    config: ModelConfig, dim: int, dt: float = 1.0, drift_fit=None, cov_fit=None
+) -> FlowMap:
     """A fresh model for ``dim`` slow variables at observation step ``dt``; with
     ``drift="basis"`` the fitted drift ``drift_fit`` (a
-    :class:`~slowflow.model.basis.DriftFit`) sets the basis degree and coefficients."""
+    :class:`~slowflow.model.basis.DriftFit`) sets the basis degree and coefficients, with
+    ``scale="basis"`` the fitted ``cov_fit`` (a
+    :class:`~slowflow.model.covariance.CovarianceFit`) the covariance."""
     model = FlowMap(dim, config, dt)
     if config.uses_basis and drift_fit is not None:
         model.set_drift(drift_fit)
+    if config.uses_basis_scale and cov_fit is not None:
+        model.set_covariance(cov_fit)
     return model
 
 

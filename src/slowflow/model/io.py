@@ -142,7 +142,7 @@ def min_parameters(config: ModelConfig, dim: int) -> int:
         if config.flow == "nsf":
             per += (config.hidden[-1] if config.hidden else 1) * config.bins
         n += config.transforms * per
-    if config.parametrization == "increment":
+    if config.parametrization == "increment" and not config.uses_basis_scale:
         n += mlp(config.affine_hidden)
     return n
 
