@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import check_output
-from .errors import ConfigError, SlowflowError
+from .errors import ConfigError, DataError, SlowflowError
 
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -52,6 +52,44 @@ def _finite(text: str) -> float:
         return _number(text, "value")
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
+
+
+def _memory(text: str):
+    """--memory: an integer >= 0 or 'auto'."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    return _integer_or_zero(text)
+
+
+def _integer_or_zero(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _histories(path, model, n_paths: int) -> np.ndarray:
+    """Starts of ``predict --history FILE``: the last K + 1 observations of each of the
+    file's trajectories, one history (K + 1, d) for all paths or (n_paths, K + 1, d)."""
+    from .data import check_dim, load_trajectories
+
+    data = load_trajectories(path, dt=float(model.dt))
+    check_dim(data, model.dim, str(path))
+    k = model.memory
+    if int(data.lengths.min()) < k + 1:
+        raise DataError(
+            f"{path}: a trajectory holds {int(data.lengths.min())} observations; the model has "
+            f"memory {k} and needs the last {k + 1} of each"
+        )
+    h = np.stack([data.x[i, L - k - 1 : L] for i, L in enumerate(data.lengths.tolist())])
+    if h.shape[0] not in (1, n_paths):
+        raise DataError(
+            f"{path}: {h.shape[0]} histories for --n-paths {n_paths}; give one for all paths "
+            "or one per path"
+        )
+    h = h[0] if h.shape[0] == 1 else h
+    return h if k else h[..., -1, :]
 
 
 def _integer(text: str) -> int:
@@ -168,6 +206,7 @@ def _check_out(path, suffixes, inputs=()) -> None:
 
 # --------------------------------------------------------------------------------- fit
 _FIT_OPTIONS = (
+    "skip_first",
     "epochs",
     "batch_size",
     "lr",
@@ -207,20 +246,35 @@ def cmd_fit(args) -> int:
         stop["flag"] = True
 
     old = signal.signal(signal.SIGTERM, on_term)
+    common = dict(
+        dt=args.dt, checkpoint=checkpoint if lead else None, stop_flag=lambda: stop["flag"]
+    )
     try:
-        model = fit(
-            args.data,
-            preset,
-            cfg,
-            dt=args.dt,
-            checkpoint=checkpoint if lead else None,
-            resume=checkpoint if args.resume else None,
-            stop_flag=lambda: stop["flag"],
-            **overrides,
-        )
+        if args.memory == "auto":
+            if args.resume:
+                raise ConfigError("--memory auto cannot --resume; resume with the chosen --memory K")
+            from .selection import fit_memory_auto
+
+            model = fit_memory_auto(args.data, preset, cfg, **common)
+        else:
+            memory = args.memory if "memory" in given or not args.resume else None
+            model = fit(
+                args.data,
+                preset,
+                cfg,
+                resume=checkpoint if args.resume else None,
+                memory=memory,
+                **common,
+                **overrides,
+            )
     finally:
         signal.signal(signal.SIGTERM, old)
     h = model.history
+    if "memory_selection" in h and lead:
+        from .selection import describe
+
+        print("memory selection (held-out one-step error, paired over trajectories):")
+        print(describe(h["memory_selection"]))
     interrupted = "interrupted" in h["stop_reason"]
     closed_form = model.n_parameters() == 0  # drift and covariance in closed form
     if interrupted and h["best_epoch"] < 0:
@@ -283,11 +337,18 @@ def cmd_predict(args) -> int:
             f"--steps {args.steps} is not a multiple of --every {args.every}; the output keeps "
             "steps 0, every, ..., steps"
         )
-    x0 = _floats(args.x0)
+    if (args.x0 is None) == (args.history is None):
+        raise ConfigError("give one of --x0 (a start) and --history (a file of starts)")
     from .train import resolve_device
 
     device = resolve_device(args.device if args.device != "auto" else "cpu")
     model = load_model(args.model, device=device)
+    if args.history is not None:
+        start = _histories(args.history, model, args.n_paths)
+        x0 = start[..., -1, :].tolist() if start.ndim == 3 else start[-1].tolist()
+    else:
+        x0 = _floats(args.x0)
+        start = np.array(x0)
     n_obs = args.steps // args.every + 1
     need = 8 * args.n_paths * n_obs * model.dim
     if ext == ".csv" and need > IN_MEMORY_LIMIT_BYTES:
@@ -307,10 +368,13 @@ def cmd_predict(args) -> int:
     }
     if args.every > 1:
         meta["every"] = args.every
+    if args.history is not None:
+        meta["history"] = str(args.history)
+        meta["x0"] = x0 if np.ndim(x0) == 1 else "per path (see history)"
     writer = simulate_to_file if ext == ".npy" else simulate_to_trajectories_file
     summary = writer(
         model,
-        np.array(x0),
+        start,
         args.steps,
         args.out,
         n_paths=args.n_paths,
@@ -517,11 +581,35 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BLOCK_PAIRS,
         help=f"pairs per piece read from disk with --stream (default {DEFAULT_BLOCK_PAIRS})",
     )
+    s.add_argument(
+        "--memory",
+        action=_Given,
+        type=_memory,
+        default=0,
+        help="past observations the map is conditioned on besides x_n (a delay embedding "
+        "for data that are not Markov at Delta), or 'auto': chosen on held-out bursts "
+        "together with --skip-first (default 0)",
+    )
+    s.add_argument(
+        "--skip-first",
+        action=_Given,
+        type=_integer_or_zero,
+        default=0,
+        help="drop the first N observations of every trajectory (transients of bursts "
+        "started out of equilibrium; default 0)",
+    )
     s.set_defaults(func=cmd_fit)
 
     s = sub.add_parser("predict", help="roll a model out into an ensemble of trajectories")
     s.add_argument("model")
-    s.add_argument("--x0", required=True, help="start, e.g. 1.5 or 1.5,1.0")
+    s.add_argument("--x0", default=None, help="start, e.g. 1.5 or 1.5,1.0")
+    s.add_argument(
+        "--history",
+        default=None,
+        help="trajectory file of starts for a map with memory K: the last K + 1 observations "
+        "of each trajectory (one for all paths, or one per path); without it --x0 draws "
+        "histories from the training data near x0",
+    )
     s.add_argument("--steps", type=_integer, required=True)
     s.add_argument("--n-paths", type=_integer, default=10_000)
     s.add_argument(

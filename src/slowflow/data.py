@@ -899,6 +899,76 @@ def make_pairs(
     return x[traj, start].reshape(-1, data.dim), x[traj, start + 1].reshape(-1, data.dim)
 
 
+def make_windows(
+    data: Trajectories,
+    memory: int = 0,
+    skip_first: int = 0,
+    pairs_per_traj: int | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Histories of ``memory + 1`` consecutive observations and the observation after
+    each, never across a trajectory's end or padding: the training data of a map with
+    memory (``memory = 0``: the pairs of :func:`make_pairs`).
+
+    Parameters
+    ----------
+    data : Trajectories
+    memory : int
+        K: each window holds x_{n-K}, ..., x_n (shape (K + 1, d)) and its target x_{n+1}.
+    skip_first : int
+        Drop the first ``skip_first`` observations of every trajectory (transients of
+        bursts started out of equilibrium): windows start at index >= ``skip_first``.
+    pairs_per_traj : int, optional
+        ``None``: every window; ``k``: ``k`` windows per trajectory drawn uniformly with
+        replacement (the paper's sampling of pairs).
+    rng : numpy.random.Generator or int or None
+        Randomness for ``pairs_per_traj``.
+
+    Returns
+    -------
+    history : array (N, K + 1, d), float64 (oldest first, x_n last)
+    target : array (N, d)
+    traj : array (N,) of ints, the trajectory of each window
+    """
+    k, s = int(memory), int(skip_first)
+    if k < 0 or s < 0:
+        raise ConfigError(f"memory and skip_first must be >= 0, got {memory} and {skip_first}")
+    x, lengths = data.x, data.lengths
+    usable = lengths - s - k - 1  # windows per trajectory (starts s .. L - K - 2)
+    if usable.max(initial=0) < 1:
+        raise DataError(
+            f"no trajectory has more than {s + k + 1} observations: none holds a window of "
+            f"{k + 1} past observations and a target after skipping the first {s}"
+        )
+    if pairs_per_traj is None:
+        starts = [np.arange(s, s + max(u, 0)) for u in usable.tolist()]
+        traj = np.repeat(np.arange(data.n_traj), np.maximum(usable, 0))
+        start = np.concatenate(starts).astype(np.int64)
+    else:
+        if (
+            isinstance(pairs_per_traj, (bool, np.bool_))
+            or not isinstance(pairs_per_traj, numbers.Integral)
+            or pairs_per_traj < 1
+        ):
+            raise ConfigError(
+                f"pairs_per_traj must be a positive integer or None, found {pairs_per_traj!r}"
+            )
+        from ._limits import check_memory
+
+        keep = np.flatnonzero(usable >= 1)
+        check_memory(
+            8.0 * keep.size * int(pairs_per_traj) * (2 + (k + 2) * data.dim),
+            f"pairs_per_traj={pairs_per_traj} (CLI: --pairs-per-traj) x {keep.size} trajectories",
+        )
+        gen = np.random.default_rng(rng)
+        start = s + gen.integers(0, usable[keep][:, None], size=(keep.size, int(pairs_per_traj)))
+        traj = np.broadcast_to(keep[:, None], start.shape).ravel()
+        start = start.ravel()
+    idx = start[:, None] + np.arange(k + 2)[None, :]
+    w = x[traj[:, None], idx]  # (N, K + 2, d)
+    return w[:, : k + 1], w[:, k + 1], traj
+
+
 def _time_split(length: int, val_fraction: float, where: str) -> int:
     """Observations of a single trajectory that train (the rest validate), each part >= 2."""
     n_train = round((1 - val_fraction) * length)

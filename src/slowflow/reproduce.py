@@ -20,13 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .data import Trajectories, load_trajectories, make_pairs, save_trajectories
+from .data import Trajectories, load_trajectories, make_pairs, make_windows, save_trajectories
 from .errors import ConfigError
 from .systems import System, get_system
 
 PAPER_EXAMPLES = ("ex4.1", "ex4.2", "ex4.3", "ex4.4", "ex4.5")
 MODEL_CHOICES = (
     "default",
+    "memory",
+    "gaussian-net",
     "paper",
     "maf",
     "nsf",
@@ -153,15 +155,19 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
         tcfg = TrainConfig(
             epochs=cfg.epochs, max_minutes=cfg.max_minutes, seed=cfg.seed, patience=cfg.patience
         )
-        model = fit(
-            data["train"],
-            None if name == "default" else name,
-            tcfg,
-            checkpoint=folder / f"model_{name}_{tk}.ckpt",
-            resume=(folder / f"model_{name}_{tk}.ckpt")
-            if (folder / f"model_{name}_{tk}.ckpt").exists()
-            else None,
-        )
+        ckpt = folder / f"model_{name}_{tk}.ckpt"
+        if name == "memory":  # the default with memory and skip-first chosen from the data
+            from .selection import fit_memory_auto
+
+            model = fit_memory_auto(data["train"], None, tcfg)
+        else:
+            model = fit(
+                data["train"],
+                None if name == "default" else name,
+                tcfg,
+                checkpoint=ckpt,
+                resume=ckpt if ckpt.exists() else None,
+            )
         save_model(model, model_path)
         (folder / f"model_{name}_{tk}.ckpt").unlink(missing_ok=True)
     h = model.history
@@ -172,17 +178,21 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
         stop_reason=h.get("stop_reason"),
         preset=model.meta.get("preset"),
         n_parameters=model.n_parameters(),
+        memory=model.memory,
+        skip_first=model.meta.get("train_config", {}).get("skip_first", 0),
     )
     import torch
 
-    h0, h1 = make_pairs(data["heldout"])
+    h0, h1 = _heldout_windows(data["heldout"], model.memory)
     info["heldout_nll"] = evaluate_nll(
         model, torch.as_tensor(h0, dtype=torch.float32), torch.as_tensor(h1, dtype=torch.float32)
     )
     from .model.score import kstep_score
 
     held = data["heldout"]
-    info["heldout_kstep"] = kstep_score(model, held.x, held.lengths, seed=cfg.seed)["score"]
+    info["heldout_kstep"] = kstep_score(
+        model, held.x, held.lengths, seed=cfg.seed, first=HELDOUT_FIRST
+    )["score"]
     pk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes", "patience", "n_pred")
     pred_path = folder / f"pred_{name}_T{t_end:g}_{pk}.npz"
     if pred_path.exists():
@@ -215,9 +225,20 @@ def _fit_baseline(name: str, system: System, train: Trajectories):
     return None if system.slow_dim > 3 else fit_force_inference(train)
 
 
+#: Held-out scores use targets from this observation of each burst on, so that maps of any
+#: memory up to it (and the one-step baselines) are scored on the same observations.
+HELDOUT_FIRST = 6
+
+
+def _heldout_windows(heldout: Trajectories, memory: int):
+    """Held-out conditions and targets from observation ``HELDOUT_FIRST + 1`` on."""
+    h, x1, _ = make_windows(heldout, memory, max(0, HELDOUT_FIRST - memory))
+    return (h[:, 0] if memory == 0 else h), x1
+
+
 def _baseline_nll(est, heldout: Trajectories) -> float:
     """Held-out NLL of the estimator's Euler-Maruyama (Gaussian) one-step kernel."""
-    h0, h1 = make_pairs(heldout)
+    h0, h1 = _heldout_windows(heldout, 0)
     a, s = est.coefficients(h0)
     cov = s * est.dt + 1e-300 * np.eye(est.dim)
     r = h1 - h0 - a * est.dt

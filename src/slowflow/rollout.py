@@ -36,13 +36,14 @@ _CPU_EVAL_ROWS = 8192
 
 
 def _step(model: FlowMap, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One step x -> G(x, z) of a batch: the same draws as ``_sample(model(x), gen)``, with
+    """One step of a batch: x_{n+1} = G(condition, z) for conditions x ((n, d), or windows
+    (n, K + 1, d) of a map with memory): the same draws as ``_sample(model(x), gen)``, with
     the model evaluated in blocks of ``_CPU_EVAL_ROWS`` rows on the CPU."""
     n = x.shape[0]
     if x.device.type != "cpu" or n <= _CPU_EVAL_ROWS:
         return _sample(model(x), gen)
-    z = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-    out = torch.empty_like(x)
+    z = torch.randn((n, model.dim), generator=gen, device=x.device, dtype=x.dtype)
+    out = torch.empty((n, model.dim), device=x.device, dtype=x.dtype)
     for i in range(0, n, _CPU_EVAL_ROWS):
         dist = model(x[i : i + _CPU_EVAL_ROWS])
         base = dist.base
@@ -52,9 +53,74 @@ def _step(model: FlowMap, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor
     return out
 
 
-def check_x0(model: FlowMap, x0, n_paths: int | None = None) -> np.ndarray:
-    """Starts as an array (n, d): one point (d,) broadcast to ``n_paths``, or (n, d)."""
+def check_x0(model: FlowMap, x0, n_paths: int | None = None, seed: int = 0) -> np.ndarray:
+    """Starts as an array (n, d): one point (d,) broadcast to ``n_paths``, or (n, d).
+
+    For a map with memory K the result is histories (n, K + 1, d): given as one history
+    (K + 1, d) for all paths or one per path (n, K + 1, d), or drawn for points by
+    :func:`draw_histories` (seeded by ``seed``)."""
     x0 = np.asarray(x0, dtype=np.float64)
+    d, k = model.dim, model.memory
+    if k and x0.ndim >= 2 and x0.shape[-2:] == (k + 1, d):
+        return _check_histories(model, x0, n_paths)
+    starts = _check_points(model, x0, n_paths)
+    return draw_histories(model, starts, seed) if k else starts
+
+
+def _check_histories(model: FlowMap, h: np.ndarray, n_paths: int | None) -> np.ndarray:
+    k, d = model.memory, model.dim
+    if h.ndim == 2:
+        if n_paths is None or int(n_paths) < 1:
+            raise ConfigError(f"n_paths must be a positive integer, got {n_paths}")
+        h = np.broadcast_to(h[None], (int(n_paths), k + 1, d))
+    elif h.ndim != 3:
+        raise ConfigError(f"histories must have shape (n, {k + 1}, {d}), got {h.shape}")
+    elif n_paths is not None and int(n_paths) != h.shape[0]:
+        raise ConfigError(f"the histories give {h.shape[0]} starts but n_paths={n_paths}")
+    check_memory(8.0 * h.shape[0] * (k + 1) * d, f"n_paths={h.shape[0]} (CLI: --n-paths)")
+    if not np.isfinite(h).all():
+        raise ConfigError("histories must be finite")
+    return np.ascontiguousarray(h)
+
+
+def draw_histories(model: FlowMap, starts: np.ndarray, seed: int = 0, neighbours: int = 32):
+    """Histories (n, K + 1, d) ending exactly at ``starts`` (n, d) for a map with memory K.
+
+    The rule: for each start, one of the ``neighbours`` training windows (the model's
+    ``history_bank``) whose last point lies nearest to the start (distance in units of the
+    data's std) is drawn at random, and its past is moved with it:
+    history = start + (window - window's last point). The recent increments are then
+    those the data show near that point: a draw from the data's conditional law of the
+    past given x_n, to the resolution of the bank (20,000 windows at most).
+    """
+    k = model.memory
+    bank = getattr(model, "history_bank", None)
+    if bank is None or bank.shape[0] == 0:
+        raise ConfigError(
+            f"this map has memory {k} but holds no training windows to draw histories from; "
+            f"give explicit histories of {k + 1} observations (CLI: --history FILE)"
+        )
+    w = bank.detach().cpu().double().numpy()
+    std = model.x_std.detach().cpu().double().numpy()
+    ends = w[:, -1] / std
+    rng = np.random.default_rng([int(seed), 13])
+    m = min(int(neighbours), w.shape[0])
+    uniq, inv = np.unique(starts, axis=0, return_inverse=True)
+    out = np.empty((starts.shape[0], k + 1, model.dim))
+    inv = inv.ravel()
+    for u in range(0, uniq.shape[0], 256):  # distance blocks of 256 starts x bank
+        block = uniq[u : u + 256] / std
+        dist = ((block[:, None, :] - ends[None, :, :]) ** 2).sum(-1)
+        near = np.argpartition(dist, m - 1, axis=1)[:, :m] if m < w.shape[0] else None
+        for j in range(block.shape[0]):
+            rows = np.flatnonzero(inv == u + j)
+            pick = rng.integers(0, m, rows.size)
+            idx = near[j, pick] if near is not None else pick
+            out[rows] = uniq[u + j] + (w[idx] - w[idx, -1:])
+    return out
+
+
+def _check_points(model: FlowMap, x0: np.ndarray, n_paths: int | None) -> np.ndarray:
     d = model.dim
     if x0.ndim <= 1:
         if x0.size != d:
@@ -164,8 +230,11 @@ class _Tracker:
         )
 
 
-def _prepare(model: FlowMap, x0, n_steps, n_paths, chunk: int, chunk_name: str, every: int = 1):
-    """Validated starts (n, d) and step count; warns about starts far outside the data."""
+def _prepare(
+    model: FlowMap, x0, n_steps, n_paths, chunk: int, chunk_name: str, every: int = 1, seed=0
+):
+    """Validated starts (n, d) (histories (n, K + 1, d) for a map with memory K) and step
+    count; warns about starts far outside the data."""
     if int(n_steps) != n_steps or n_steps < 1:
         raise ConfigError(f"n_steps must be a positive integer, got {n_steps}")
     if int(chunk) != chunk or int(chunk) < 1:
@@ -178,8 +247,8 @@ def _prepare(model: FlowMap, x0, n_steps, n_paths, chunk: int, chunk_name: str, 
             f"one chunk of {min(int(chunk), int(n_paths))} paths x {kept} steps "
             f"(CLI: --chunk-paths, --steps)",
         )
-    starts = check_x0(model, x0, n_paths)
-    _warn_outside(model, starts)
+    starts = check_x0(model, x0, n_paths, seed)
+    _warn_outside(model, starts if starts.ndim == 2 else starts[:, -1])
     return starts, int(n_steps)
 
 
@@ -204,7 +273,8 @@ def _rollout_chunks(
     Every step (kept or not) is checked for non-finite values and for leaving the training
     range; ``tracker`` collects the counts.
     """
-    n, d = starts.shape
+    n, d = starts.shape[0], model.dim
+    memory = starts.ndim == 3
     device = next(iter(model.buffers())).device
     model.eval()
     gen = torch.Generator(device=device).manual_seed(int(seed))
@@ -231,7 +301,8 @@ def _rollout_chunks(
         for b0 in range(0, n, size):
             b1 = min(n, b0 + size)
             out = buf[:, : b1 - b0]
-            x = torch.as_tensor(starts[b0:b1], dtype=torch.float32, device=device)
+            hist = torch.as_tensor(starts[b0:b1], dtype=torch.float32, device=device)
+            x = hist[:, -1] if memory else hist
             out[0] = x
             # starts are finite (check_x0); step 0 can still lie outside the range
             first_bad = torch.full((b1 - b0,), -1, dtype=torch.int64, device=device)
@@ -240,7 +311,8 @@ def _rollout_chunks(
                 first_out = torch.full_like(first_bad, -1)
                 first_out.masked_fill_(((x < bounds[0]) | (x > bounds[1])).any(dim=1), 0)
             for k in range(1, n_steps + 1):
-                x = _step(model, x, gen)
+                x = _step(model, hist, gen)
+                hist = torch.cat([hist[:, 1:], x.unsqueeze(1)], 1) if memory else x
                 # The flow's transform objects form reference cycles (a transform and its
                 # inverse) that hold this step's activations; collecting the young
                 # generation frees them now. Left to the periodic collector they piled up
@@ -284,7 +356,10 @@ def simulate(
     Parameters
     ----------
     x0 : array (d,) or (n, d)
-        One start for all paths, or one start per path.
+        One start for all paths, or one start per path. For a map with memory K also a
+        history (K + 1, d) for all paths or one per path (n, K + 1, d), oldest first;
+        points get histories drawn from the training data near them
+        (:func:`draw_histories`).
     n_steps : int
         Steps of size Delta (the model's ``dt``).
     n_paths : int
@@ -299,8 +374,8 @@ def simulate(
     Non-finite values are reported (which paths, from which step), never silently hidden.
     For ensembles too large for memory use :func:`simulate_to_file`.
     """
-    starts, n_steps = _prepare(model, x0, n_steps, n_paths, batch_size, "batch_size")
-    n, d = starts.shape
+    starts, n_steps = _prepare(model, x0, n_steps, n_paths, batch_size, "batch_size", seed=seed)
+    n, d = starts.shape[0], model.dim
     out = np.empty((n, n_steps + 1, d))
     tracker = _Tracker(n, n_steps)
     chunks = _rollout_chunks(model, starts, n_steps, seed, batch_size, 1, progress, tracker)
@@ -371,13 +446,15 @@ def simulate_to_file(
     if int(every) != every or every < 1:
         raise ConfigError(f"every must be a positive integer, got {every}")
     every = int(every)
-    starts, n_steps = _prepare(model, x0, n_steps, n_paths, chunk_paths, "chunk_paths", every)
+    starts, n_steps = _prepare(
+        model, x0, n_steps, n_paths, chunk_paths, "chunk_paths", every, seed
+    )
     if n_steps % every:
         raise ConfigError(
             f"n_steps={n_steps} is not a multiple of every={every}; the file keeps steps "
             f"0, every, ..., n_steps"
         )
-    n, d = starts.shape
+    n, d = starts.shape[0], model.dim
     shape = (n, n_steps // every + 1, d)
     n_bytes = int(np.prod(shape)) * dtype.itemsize
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -481,10 +558,12 @@ def simulate_to_trajectories_file(
     if int(every) != every or every < 1:
         raise ConfigError(f"every must be a positive integer, got {every}")
     every = int(every)
-    starts, n_steps = _prepare(model, x0, n_steps, n_paths, chunk_paths, "chunk_paths", every)
+    starts, n_steps = _prepare(
+        model, x0, n_steps, n_paths, chunk_paths, "chunk_paths", every, seed
+    )
     if n_steps % every:
         raise ConfigError(f"n_steps={n_steps} is not a multiple of every={every}")
-    n, d = starts.shape
+    n, d = starts.shape[0], model.dim
     shape = (n, n_steps // every + 1, d)
     per_value = 8 if ext == ".npz" else 26  # a CSV cell: repr of a float64 and a comma
     check_disk(path, float(np.prod(shape, dtype=float)) * per_value, f"--out {path}")
@@ -569,6 +648,10 @@ class DriftDiffusion:
 def drift_diffusion(model: FlowMap, x, n_samples: int = 20_000, seed: int = 0) -> DriftDiffusion:
     """Monte-Carlo read-out of the effective drift and diffusion of the learned map.
 
+    For a map with memory the read-out at x averages over pasts drawn from the training
+    data near x (:func:`draw_histories`): the drift and diffusion of the one-step law
+    given x_n alone, as the data's own pasts mix it.
+
     a(x) = E[G(x, z) - x] / Delta and Sigma(x) = Cov[G(x, z) - x] / Delta (the JCP 2024
     read-out, eq. 4.23, with the full covariance). Monte-Carlo standard errors:
     std/sqrt(M)/Delta for the drift, sqrt(Var[(D_i - mu_i)(D_j - mu_j)] / M) / Delta for the
@@ -596,9 +679,15 @@ def drift_diffusion(model: FlowMap, x, n_samples: int = 20_000, seed: int = 0) -
     drift_se = np.empty((n, d))
     cov = np.empty((n, d, d))
     cov_se = np.empty((n, d, d))
+    k = model.memory
+    windows = []
     for i in range(n):
-        xi = torch.as_tensor(np.tile(x[i], (int(n_samples), 1)), dtype=torch.float32, device=device)
-        inc = (_sample(model(xi), gen).double() - xi.double()).cpu().numpy()
+        pts = np.tile(x[i], (int(n_samples), 1))
+        cond = draw_histories(model, pts, seed + i) if k else pts
+        windows.append(cond)
+        xi = torch.as_tensor(pts, dtype=torch.float32, device=device)
+        ci = torch.as_tensor(cond, dtype=torch.float32, device=device)
+        inc = (_sample(model(ci), gen).double() - xi.double()).cpu().numpy()
         mu = inc.mean(0)
         c = inc - mu
         prod = c[:, :, None] * c[:, None, :]
@@ -619,7 +708,11 @@ def drift_diffusion(model: FlowMap, x, n_samples: int = 20_000, seed: int = 0) -
         _warn_outside(model, x)
     fit_se = None
     if model.config.uses_basis:
-        fit_se = model.basis_drift_se(x).cpu().numpy()
+        from .model.flowmap import window_coords
+
+        # with memory: the error of the drift averaged over the drawn histories
+        z = np.stack([window_coords(w, k) for w in windows]) if k else x
+        fit_se = model.basis_drift_se(z).cpu().numpy()
         drift_se = np.sqrt(drift_se**2 + fit_se**2)
     return DriftDiffusion(x, drift, drift_se, cov, cov_se, dt, int(n_samples), fit_se)
 

@@ -291,11 +291,42 @@ class TrajectoryStore:
 
     def read_pairs(self, piece: Piece) -> tuple[np.ndarray, np.ndarray]:
         """All valid consecutive pairs inside ``piece``, float64 ``(k, d)`` each."""
+        h, x1 = self.read_windows(piece)
+        return h[:, 0], x1
+
+    def _targets(self, piece: Piece, memory: int, skip_first: int):
+        """Per row of the piece, the first and one-past-last target index of its windows."""
         r0, r1 = piece.rows
-        block = self._read(r0, r1, piece.t0, piece.t1)
-        ends = np.minimum(self.lengths[r0:r1], piece.t1) - piece.t0  # valid obs in the window
-        valid = np.arange(block.shape[1] - 1) < (ends - 1)[:, None]
-        return block[:, :-1][valid], block[:, 1:][valid]
+        j_lo = max(piece.t0 + 1, skip_first + memory + 1)
+        j_hi = np.minimum(self.lengths[r0:r1], piece.t1)  # targets j < j_hi
+        return j_lo, j_hi
+
+    def read_windows(
+        self, piece: Piece, memory: int = 0, skip_first: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The windows (k, K + 1, d) whose targets (k, d) lie inside ``piece`` (as the pairs
+        do), with the history read from before the piece's first observation where
+        needed, never from the first ``skip_first`` observations nor across padding."""
+        k = int(memory)
+        r0, r1 = piece.rows
+        a = max(0, piece.t0 - k)
+        block = self._read(r0, r1, a, piece.t1)
+        j_lo, j_hi = self._targets(piece, k, skip_first)
+        if block.shape[1] < k + 2:
+            return np.empty((0, k + 1, self.dim)), np.empty((0, self.dim))
+        sw = np.lib.stride_tricks.sliding_window_view(block, k + 2, axis=1)  # (r, T, d, K+2)
+        j = a + np.arange(sw.shape[1]) + k + 1  # each window's target index
+        valid = (j >= j_lo)[None, :] & (j[None, :] < j_hi[:, None])
+        w = np.moveaxis(sw[valid], -1, 1)  # (n, K + 2, d)
+        return np.ascontiguousarray(w[:, : k + 1]), np.ascontiguousarray(w[:, k + 1])
+
+    def window_count(self, pieces: list[Piece], memory: int = 0, skip_first: int = 0) -> int:
+        """The number of windows :meth:`read_windows` gives for ``pieces`` (no reading)."""
+        total = 0
+        for pc in pieces:
+            j_lo, j_hi = self._targets(pc, int(memory), int(skip_first))
+            total += int(np.maximum(j_hi - j_lo, 0).sum())
+        return total
 
     def split(self, val_fraction: float, seed: int, block_pairs: int = DEFAULT_BLOCK_PAIRS):
         """Train/validation pieces, split like :func:`slowflow.data.split_by_trajectory`."""

@@ -22,8 +22,9 @@ import torch
 
 from . import __version__
 from ._io import atomic_write
-from .data import Trajectories, load_trajectories, make_pairs, split_by_trajectory
+from .data import Trajectories, load_trajectories, make_windows, split_by_trajectory
 from .errors import ConfigError, DataError, SlowflowError, TrainingError
+from .model.basis import WEIGHT_FLOOR
 from .model.config import ModelConfig, get_preset
 from .model.flowmap import FlowMap, build_model
 from .store import DEFAULT_BLOCK_PAIRS, TrajectoryStore
@@ -58,6 +59,9 @@ class TrainConfig:
     epochs (if training gets that far) the drift is fitted again by least squares weighted
     with the inverse of the conditional variance the model has learned by then (0: never). Multiplicative noise
     makes this matter: the quiet states then pin the drift as tightly as their noise allows.
+    ``skip_first``: drop the first this many observations of every trajectory from the
+    training and validation windows (transients of bursts whose fast variables start out of
+    equilibrium).
     ``stream``: read a file path's pairs from disk piece by piece instead of loading it
     (files larger than memory; see :mod:`slowflow.store`): pieces of about ``block_pairs``
     pairs, ``shuffle_pieces`` of them loaded and mixed at a time.
@@ -89,6 +93,7 @@ class TrainConfig:
     shuffle_pieces: int = 4
     kstep_every: int = 10
     reweight_after: int = 5
+    skip_first: int = 0
 
     def __post_init__(self) -> None:
         def positive(name, value, integer=True):
@@ -112,6 +117,12 @@ class TrainConfig:
             raise ConfigError(
                 f"reweight_after must be an integer >= 0, got {self.reweight_after!r}"
             )
+        if (
+            isinstance(self.skip_first, bool)
+            or int(self.skip_first) != self.skip_first
+            or self.skip_first < 0
+        ):
+            raise ConfigError(f"skip_first must be an integer >= 0, got {self.skip_first!r}")
         if int(self.kstep_every) != self.kstep_every or self.kstep_every < 0:
             raise ConfigError(f"kstep_every must be an integer >= 0, got {self.kstep_every!r}")
         if int(self.warmup_epochs) != self.warmup_epochs or self.warmup_epochs < 0:
@@ -212,6 +223,10 @@ def _as_data(data, dt: float | None) -> Trajectories:
 
 @np.errstate(over="ignore", invalid="ignore")  # huge data are refused by _check_prepared
 def _statistics(x0: np.ndarray, x1: np.ndarray) -> dict[str, np.ndarray]:
+    """Standardization statistics of conditions x0 ((N, d) or windows (N, K + 1, d), whose
+    last row is x_n) and targets x1."""
+    if x0.ndim == 3:
+        x0 = x0[:, -1]
     inc = x1 - x0
     tiny = 1e-12
     return {
@@ -367,12 +382,15 @@ class _StreamBatches:
     takes every ``world``-th piece of the order; all take the same number of steps.
     """
 
-    def __init__(self, store, pieces, seed: int, device, buffer: int) -> None:
+    def __init__(self, store, pieces, seed: int, device, buffer: int, read, memory: int) -> None:
         self.store, self.pieces, self.seed = store, pieces, int(seed)
         self.device, self.buffer = device, max(1, int(buffer))
+        self.read = read  # piece -> (conditions, targets)
+        d = store.dim
+        self.cond_shape = (d,) if memory == 0 else (memory + 1, d)
 
     def _load(self, idx) -> tuple[np.ndarray, np.ndarray]:
-        parts = [self.store.read_pairs(self.pieces[i]) for i in idx]
+        parts = [self.read(self.pieces[i]) for i in idx]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def epoch(self, epoch: int, steps: int, bs: int, gen, dctx: _Dist):
@@ -385,7 +403,7 @@ class _StreamBatches:
                 "block_pairs so that every process gets at least one"
             )
         produced, rep = 0, 0
-        carry = (np.empty((0, self.store.dim)), np.empty((0, self.store.dim)))
+        carry = (np.empty((0, *self.cond_shape)), np.empty((0, self.store.dim)))
         with ThreadPoolExecutor(1) as pool:
             while produced < steps:
                 rng = np.random.default_rng([self.seed, epoch, rep])
@@ -443,13 +461,20 @@ def _cap_pairs(v0: np.ndarray, v1: np.ndarray, n: int, rng: np.random.Generator)
     return v0[keep], v1[keep]
 
 
-def _prepare_memory(data: Trajectories, cfg: TrainConfig, device) -> _Prepared:
+def _windows(data: Trajectories, memory: int, cfg: TrainConfig, pairs_per_traj, rng, what: str):
+    """Training or validation windows (conditions (N, d) or (N, K + 1, d), targets, groups)."""
+    try:
+        h, x1, traj = make_windows(data, memory, cfg.skip_first, pairs_per_traj, rng)
+    except DataError as exc:
+        raise DataError(f"{what}: {exc}") from None
+    return (h[:, 0] if memory == 0 else h), x1, traj
+
+
+def _prepare_memory(data: Trajectories, cfg: TrainConfig, device, memory: int = 0) -> _Prepared:
     train, val = split_by_trajectory(data, cfg.val_fraction, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    x0, x1 = make_pairs(train, cfg.pairs_per_traj, rng)
-    per = train.lengths - 1 if cfg.pairs_per_traj is None else cfg.pairs_per_traj
-    groups = np.repeat(np.arange(train.n_traj), per)  # the trajectory of each pair
-    v0, v1 = make_pairs(val, None, rng)
+    x0, x1, groups = _windows(train, memory, cfg, cfg.pairs_per_traj, rng, "training data")
+    v0, v1, _ = _windows(val, memory, cfg, None, rng, "validation data")
     v0, v1 = _cap_pairs(v0, v1, cfg.max_val_pairs, rng)
     return _Prepared(
         data.dim,
@@ -468,16 +493,30 @@ def _prepare_memory(data: Trajectories, cfg: TrainConfig, device) -> _Prepared:
     )
 
 
-def _prepare_stream(store, cfg: TrainConfig, device) -> _Prepared:
+def _stream_reader(store, memory: int, skip_first: int):
+    """piece -> (conditions, targets): windows (k, K + 1, d), or (k, d) for K = 0."""
+
+    def read(piece):
+        h, x1 = store.read_windows(piece, memory, skip_first)
+        return (h[:, 0] if memory == 0 else h), x1
+
+    return read
+
+
+def _prepare_stream(store, cfg: TrainConfig, device, memory: int = 0) -> _Prepared:
     from .store import pair_statistics
 
     if cfg.pairs_per_traj is not None:
         raise ConfigError("pairs_per_traj is not available with streaming; it uses every pair")
     train, val = store.split(cfg.val_fraction, cfg.seed, cfg.block_pairs)
+    read = _stream_reader(store, memory, cfg.skip_first)
+    n_train = store.window_count(train, memory, cfg.skip_first)
+    if n_train < 1:
+        raise DataError(f"{store.path}: no training windows of {memory + 1} observations")
     rng = np.random.default_rng(cfg.seed)
     v0s, v1s, have = [], [], 0
     for i in rng.permutation(len(val)):
-        a, b = store.read_pairs(val[i])
+        a, b = read(val[i])
         v0s.append(a)
         v1s.append(b)
         have += a.shape[0]
@@ -493,11 +532,11 @@ def _prepare_stream(store, cfg: TrainConfig, device) -> _Prepared:
         pair_statistics(store, train),
         store.lo,
         store.hi,
-        store.pair_count(train),
+        n_train,
         v0,
         v1,
-        _StreamBatches(store, train, cfg.seed, device, cfg.shuffle_pieces),
-        _stream_drift_sample(store, train, cfg.seed),
+        _StreamBatches(store, train, cfg.seed, device, cfg.shuffle_pieces, read, memory),
+        _stream_drift_sample(read, train, cfg.seed),
     )
 
 
@@ -505,12 +544,12 @@ def _prepare_stream(store, cfg: TrainConfig, device) -> _Prepared:
 STREAM_DRIFT_PAIRS = 4_000_000
 
 
-def _stream_drift_sample(store, pieces, seed: int) -> tuple:
-    """Up to ``STREAM_DRIFT_PAIRS`` training pairs of a streamed file, grouped by piece."""
+def _stream_drift_sample(read, pieces, seed: int) -> tuple:
+    """Up to ``STREAM_DRIFT_PAIRS`` training windows of a streamed file, grouped by piece."""
     rng = np.random.default_rng([seed, 7])
     parts, have = [], 0
     for i in rng.permutation(len(pieces)):
-        a, b = store.read_pairs(pieces[i])
+        a, b = read(pieces[i])
         parts.append((a, b, np.full(a.shape[0], i)))
         have += a.shape[0]
         if have >= STREAM_DRIFT_PAIRS:
@@ -521,7 +560,9 @@ def _stream_drift_sample(store, pieces, seed: int) -> tuple:
 _RESUMABLE = ("epochs", "max_minutes", "device", "threads")
 
 
-def _resume_settings(state: dict, requested, train_config, overrides: dict, cfg: TrainConfig):
+def _resume_settings(
+    state: dict, requested, train_config, overrides: dict, cfg: TrainConfig, memory=None
+):
     """Model config, train config and preset name of a resumed run.
 
     The checkpoint's settings are kept; what the caller asks for may change only
@@ -534,6 +575,10 @@ def _resume_settings(state: dict, requested, train_config, overrides: dict, cfg:
         req = get_preset(requested) if isinstance(requested, str) else requested
         if req.basis_degree is None:  # the checkpoint holds the degree chosen from the data
             req = replace(req, basis_degree=ck_model.basis_degree)
+        if req.scale_degree is None:
+            req = replace(req, scale_degree=ck_model.scale_degree)
+        if isinstance(requested, str):  # a preset name says nothing of the memory
+            req = replace(req, memory=ck_model.memory if memory is None else int(memory))
         if req != ck_model:
             diff = [
                 f"{k}: {v!r} vs {ck_model.to_dict()[k]!r}"
@@ -562,6 +607,11 @@ def _resume_settings(state: dict, requested, train_config, overrides: dict, cfg:
     cfg = replace(
         ck, epochs=max(cfg.epochs, ck.epochs), max_minutes=cfg.max_minutes, device=cfg.device
     )
+    if memory is not None and int(memory) != ck_model.memory:
+        raise ConfigError(
+            f"--resume: the checkpoint was trained with memory {ck_model.memory}, not "
+            f"{memory}; drop --memory or start a new fit"
+        )
     return ck_model, cfg, ck_preset
 
 
@@ -645,6 +695,7 @@ def fit(
     resume: str | os.PathLike | bool | None = None,
     progress: bool | None = None,
     stop_flag=None,
+    memory: int | None = None,
     **overrides,
 ) -> FlowMap:
     """Learn the one-step map from trajectory data.
@@ -666,6 +717,10 @@ def fit(
         Continue from a checkpoint (True: the ``checkpoint`` path).
     stop_flag : callable or None
         Polled between steps; returning True stops cleanly (used for SIGTERM).
+    memory : int or None
+        Condition the map on this many past observations besides x_n (replaces the
+        config's ``memory``; None keeps it). To choose it from the data use
+        :func:`slowflow.selection.fit_memory_auto`.
 
     Returns
     -------
@@ -687,6 +742,8 @@ def fit(
         model_config = get_preset(model_config)
     else:
         preset_name = "custom"
+    if memory is not None:
+        model_config = replace(model_config, memory=int(memory))
     cfg = train_config or TrainConfig()
     if overrides:
         cfg = replace(cfg, **overrides)
@@ -696,7 +753,7 @@ def fit(
         rpath = Path(checkpoint if resume is True else resume)
         resume_state = load_checkpoint(rpath)
         model_config, cfg, preset_name = _resume_settings(
-            resume_state, requested_model, train_config, overrides, cfg
+            resume_state, requested_model, train_config, overrides, cfg, memory
         )
 
     if cfg.threads:
@@ -708,16 +765,17 @@ def fit(
                 f"batch_size {cfg.batch_size} is smaller than the {dctx.world} processes"
             )
         torch.manual_seed(cfg.seed)
+        k = model_config.memory
         if isinstance(data, TrajectoryStore):
-            prep = _prepare_stream(data, cfg, device)
+            prep = _prepare_stream(data, cfg, device, k)
         elif cfg.stream:
             if not isinstance(data, (str, os.PathLike)):
                 raise ConfigError("stream=True needs a file path or a TrajectoryStore")
             prep = _prepare_stream(
-                TrajectoryStore.open(data, dt=dt, block_pairs=cfg.block_pairs), cfg, device
+                TrajectoryStore.open(data, dt=dt, block_pairs=cfg.block_pairs), cfg, device, k
             )
         else:
-            prep = _prepare_memory(_as_data(data, dt), cfg, device)
+            prep = _prepare_memory(_as_data(data, dt), cfg, device, k)
         _check_prepared(
             prep, resume_state, str(data) if isinstance(data, (str, os.PathLike)) else "data"
         )
@@ -744,6 +802,8 @@ def fit(
                 stacklevel=2,
             )
         model.set_statistics(**prep.stats)
+        if model.memory and prep.drift_sample is not None:
+            model.set_history_bank(_bank(prep.drift_sample[0], cfg.seed))
         model.x_lo.copy_(torch.as_tensor(prep.lo))
         model.x_hi.copy_(torch.as_tensor(prep.hi))
         model.to(device)
@@ -1011,9 +1071,10 @@ def _kstep(model: FlowMap, prep: _Prepared, cfg: TrainConfig) -> dict | None:
     if prep.val_bursts is None:
         return None
     x, lengths = prep.val_bursts
-    if int(lengths.max()) < 2:
+    first = cfg.skip_first + model.memory  # the first observation a window may end at
+    if int(lengths.max()) - first < 2:
         return None
-    score = kstep_score(model, x, lengths, seed=cfg.seed)
+    score = kstep_score(model, x, lengths, seed=cfg.seed, first=first)
     score.pop("per_start")  # an array: the history holds plain numbers (weights-only files)
     return score
 
@@ -1032,21 +1093,42 @@ def _fit_closed_form(config: ModelConfig, prep: _Prepared, cfg: TrainConfig):
 
     if not config.uses_basis or prep.drift_sample is None:
         return None, None
-    x0, x1, groups = prep.drift_sample
-    dt, seed = prep.dt, cfg.seed
-    drift = fit_drift(x0, x1, dt, groups, degree=config.basis_degree, seed=seed)
+    h, x1, groups = prep.drift_sample
+    x0, z = _condition_parts(h, config.memory)
+    dt, seed, deg = prep.dt, cfg.seed, config.basis_degree
+    drift = fit_drift(x0, x1, dt, groups, degree=deg, seed=seed, context=z)
     if not config.uses_basis_scale:
         return drift, None
     for final in (False, True):
-        resid = x1 - x0 - dt * drift.drift(x0)
-        cov = fit_covariance(resid, dt, x0, groups, degree=config.scale_degree, seed=seed)
+        resid = x1 - x0 - dt * drift.drift(z)
+        cov = fit_covariance(resid, dt, z, groups, degree=config.scale_degree, seed=seed)
         if final:
             return drift, cov
-        var = np.einsum("nii->ni", cov.sigma(x0))
-        drift = fit_drift(
-            x0, x1, dt, groups, degree=config.basis_degree, weights=1.0 / var, seed=seed
-        )
+        var = np.einsum("nii->ni", cov.sigma(z))
+        # floored like the residual weights: a covariance that nearly vanishes somewhere
+        # must not let a few pairs carry the fit
+        var = np.maximum(var, WEIGHT_FLOOR * var.mean(0))
+        drift = fit_drift(x0, x1, dt, groups, degree=deg, weights=1.0 / var, seed=seed, context=z)
     raise AssertionError("unreachable")
+
+
+def _condition_parts(h: np.ndarray, memory: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x_n, coordinates) of conditions: (N, d) for K = 0, windows (N, K + 1, d)."""
+    from .model.flowmap import window_coords
+
+    if memory == 0:
+        return h, h
+    return h[:, -1], window_coords(h, memory)
+
+
+#: Training windows a map with memory keeps to draw rollout histories from.
+HISTORY_BANK = 20_000
+
+
+def _bank(h: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 11])
+    keep = rng.choice(h.shape[0], min(HISTORY_BANK, h.shape[0]), replace=False)
+    return h[np.sort(keep)]
 
 
 def _closed_form_model(
@@ -1096,10 +1178,13 @@ def _reweight_drift(model: FlowMap, prep: _Prepared, cfg: TrainConfig, degree: i
 
     if not model.config.uses_basis or prep.drift_sample is None:
         return None
-    x0, x1, groups = prep.drift_sample
-    var = model.conditional_variance(x0)
+    h, x1, groups = prep.drift_sample
+    x0, z = _condition_parts(h, model.memory)
+    var = model.conditional_variance(h)
     weights = 1.0 / np.maximum(var, 1e-12 * var.mean(0))
-    fit = fit_drift(x0, x1, prep.dt, groups, degree=degree, weights=weights, seed=cfg.seed)
+    fit = fit_drift(
+        x0, x1, prep.dt, groups, degree=degree, weights=weights, seed=cfg.seed, context=z
+    )
     model.set_drift(fit)
     return fit
 

@@ -111,7 +111,8 @@ class CalibrationResult:
 
 
 def model_sampler(model) -> Sampler:
-    """Adapt a FlowMap to the sampler protocol ``f(starts (N, d), n_steps, seed)``."""
+    """Adapt a FlowMap to the sampler protocol ``f(starts (N, d), n_steps, seed)`` (for a
+    map with memory K the starts are histories (N, K + 1, d))."""
     from ..rollout import simulate
 
     def sample(starts: np.ndarray, n_steps: int, seed: int) -> np.ndarray:
@@ -138,19 +139,23 @@ def system_sampler(system, dt_obs: float, substeps: int | None = None) -> Sample
     return sample
 
 
-def _starts(data: Trajectories, max_lead: int, n_starts: int, rng: np.random.Generator):
+def _starts(
+    data: Trajectories, max_lead: int, n_starts: int, rng: np.random.Generator, memory: int = 0
+):
+    """Random windows (n_starts, memory + max_lead + 1, d) of held-out trajectories: the
+    start x_n at position ``memory``, its past before it, the observations after it."""
     lengths = data.lengths
-    usable = lengths - max_lead  # start indices 0..L-1-K
+    usable = lengths - max_lead - memory  # start indices memory..L-1-max_lead
     if usable.max() < 1:
         raise DataError(
             f"held-out trajectories have at most {lengths.max()} observations; "
-            f"need more than max_lead={max_lead}"
+            f"need more than max_lead={max_lead}" + (f" + memory {memory}" if memory else "")
         )
     weights = np.clip(usable, 0, None).astype(float)
     traj = rng.choice(data.n_traj, size=n_starts, p=weights / weights.sum())
-    idx = (rng.random(n_starts) * usable[traj]).astype(int)
-    window = np.stack([data.x[traj, idx + k] for k in range(max_lead + 1)], axis=1)
-    return window  # (n_starts, K + 1, d)
+    idx = memory + (rng.random(n_starts) * usable[traj]).astype(int)
+    offsets = range(-memory, max_lead + 1)
+    return np.stack([data.x[traj, idx + k] for k in offsets], axis=1)
 
 
 def _scores(samples: np.ndarray, obs: np.ndarray, rng) -> tuple:
@@ -193,6 +198,7 @@ def check_calibration(
     Parameters
     ----------
     kernel : FlowMap or sampler ``f(starts (N, d), n_steps, seed) -> (N, n_steps + 1, d)``
+        A map with memory K starts from the K observations before each start too.
     data : Trajectories
         Held-out trajectories (not used in training) at the model's step Delta.
     reference : sampler or None
@@ -212,7 +218,8 @@ def check_calibration(
             f"held-out data have step dt={data.dt:g} but the model was trained at "
             f"dt={float(kernel.dt):g}"
         )
-    max_lead = int(min(max_lead, int(data.lengths.max()) - 1))
+    memory = int(getattr(kernel, "memory", 0))
+    max_lead = int(min(max_lead, int(data.lengths.max()) - 1 - memory))
     from .._limits import check_memory
 
     check_memory(  # the ensembles' paths (float64) with the rollout's float32 buffer
@@ -221,17 +228,19 @@ def check_calibration(
         "(CLI: --n-starts, --n-members)",
     )
     rng = np.random.default_rng(seed)
-    window = _starts(data, max_lead, int(n_starts), rng)
+    full = _starts(data, max_lead, int(n_starts), rng, memory)
+    window = full[:, memory:]  # x_n and the observations after it
     n, d = window.shape[0], window.shape[2]
-    starts = np.repeat(window[:, 0], n_members, axis=0)
+    points = np.repeat(window[:, 0], n_members, axis=0)
+    histories = np.repeat(full[:, : memory + 1], n_members, axis=0) if memory else points
 
-    def run(s: Sampler, sd: int) -> tuple:
+    def run(s: Sampler, sd: int, starts) -> tuple:
         paths = s(starts, max_lead, sd).reshape(n, n_members, max_lead + 1, d)
         if not np.isfinite(paths).all():
             raise DataError("the kernel produced non-finite values from held-out starts")
         return _scores(paths, window, np.random.default_rng(seed + 1))
 
-    crps, energy, disp, bias, counts = run(sampler, seed)
+    crps, energy, disp, bias, counts = run(sampler, seed, histories)
     result = CalibrationResult(
         leads=np.arange(1, max_lead + 1),
         n_starts=n,
@@ -243,7 +252,7 @@ def check_calibration(
         energy=energy,
     )
     if reference is not None:
-        rc, re, rd, _, _ = run(reference, seed + 100)
+        rc, re, rd, _, _ = run(reference, seed + 100, points)  # Markov: x_n only
         result.crps_reference, result.energy_reference, result.pit_dispersion_reference = rc, re, rd
     # SE of 12 Var(U) for n uniform values: 12 sqrt((1/80 - 1/144) / n) = 0.894 / sqrt(n)
     se_disp = 12.0 * math.sqrt((1.0 / 80.0 - 1.0 / 144.0) / n)

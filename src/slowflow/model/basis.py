@@ -41,7 +41,7 @@ from ..errors import ConfigError
 MAX_DEGREE = {1: 8, 2: 6, 3: 5, 4: 4}
 #: Most features a basis may have (a d = 5 cubic basis has 56).
 MAX_FEATURES = 300
-_WEIGHT_FLOOR = 0.05  # q(x) is floored at this fraction of its mean before inverting
+WEIGHT_FLOOR = 0.05  # a variance is floored at this fraction of its mean before inverting
 
 
 def exponents(dim: int, degree: int) -> np.ndarray:
@@ -86,14 +86,22 @@ def _legendre_table(u, degree: int, lib):
     return lib.stack(cols[: degree + 1], -1)
 
 
-def features_np(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, expo: np.ndarray) -> np.ndarray:
-    """Features (n, P) of points x (n, d) on the box [lo, hi] (clipped to it)."""
-    u = np.clip(2.0 * (x - lo) / (hi - lo) - 1.0, -1.0, 1.0)
-    table = _legendre_table(u, int(expo.max(initial=0)), np)  # (n, d, p + 1)
-    d = x.shape[1]
-    out = np.ones((x.shape[0], expo.shape[0]))
-    for j in range(d):
-        out *= table[:, j, expo[:, j]]
+def features_np(
+    x: np.ndarray, lo: np.ndarray, hi: np.ndarray, expo: np.ndarray, rows: int = 16384
+) -> np.ndarray:
+    """Features (n, P) of points x (n, d) on the box [lo, hi] (clipped to it); computed in
+    blocks of ``rows`` points, which keeps the products in the CPU's caches (2x faster
+    than whole columns at 10^6 points)."""
+    n, d = x.shape
+    top = int(expo.max(initial=0))
+    out = np.empty((n, expo.shape[0]))
+    for i in range(0, n, rows):
+        u = np.clip(2.0 * (x[i : i + rows] - lo) / (hi - lo) - 1.0, -1.0, 1.0)
+        table = _legendre_table(u, top, np)  # (r, d, top + 1)
+        block = table[:, 0, expo[:, 0]] if d else np.ones((u.shape[0], expo.shape[0]))
+        for j in range(1, d):
+            block *= table[:, j, expo[:, j]]
+        out[i : i + rows] = block
     return out
 
 
@@ -261,7 +269,7 @@ def _residual_weights(x0, resid, lo, hi) -> np.ndarray:
     phi = features_np(x0, lo, hi, exponents(d, deg))
     q = resid**2
     qhat = phi @ solve_normal(phi.T @ phi, phi.T @ q)
-    return 1.0 / np.maximum(qhat, _WEIGHT_FLOOR * q.mean(0))
+    return 1.0 / np.maximum(qhat, WEIGHT_FLOOR * q.mean(0))
 
 
 def _cluster_cov(phi, resid, w, starts, gram) -> np.ndarray:

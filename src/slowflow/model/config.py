@@ -11,6 +11,8 @@ ACTIVATIONS = ("tanh", "relu", "elu", "silu")
 PARAMETRIZATIONS = ("direct", "increment")
 DRIFTS = ("basis", "network")
 SCALES = ("basis", "network")
+#: Most past observations a map may be conditioned on.
+MAX_MEMORY = 16
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,12 @@ class ModelConfig:
         with the basis drift, ``"network"`` otherwise.
     scale_degree:
         Total degree of the covariance basis; None chooses it from the data.
+    memory:
+        K, the number of past observations the map is conditioned on besides x_n:
+        x_{n+1} = G(x_n, ..., x_{n-K}, z), a delay embedding (the finite-memory form of a
+        Mori-Zwanzig closure) for data that are not Markov at Delta. 0: the paper's
+        one-step map. The drift, covariance and networks see the window through its
+        coordinates (x_n, x_n - x_{n-1}, ..., x_{n-K+1} - x_{n-K}).
     """
 
     flow: str = "nsf"
@@ -69,6 +77,7 @@ class ModelConfig:
     basis_degree: int | None = None
     scale: str | None = None
     scale_degree: int | None = None
+    memory: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -97,6 +106,11 @@ class ModelConfig:
             raise ConfigError(
                 f"basis_degree must be an integer in 0..12, got {self.basis_degree!r}"
             )
+        if isinstance(self.memory, bool) or int(self.memory) != self.memory or not (
+            0 <= self.memory <= MAX_MEMORY
+        ):
+            raise ConfigError(f"memory must be an integer in 0..{MAX_MEMORY}, got {self.memory!r}")
+        object.__setattr__(self, "memory", int(self.memory))
         if self.scale is None:
             object.__setattr__(self, "scale", "basis" if self.uses_basis else "network")
         if self.scale not in SCALES:

@@ -71,14 +71,26 @@ def _mlp(n_in: int, n_out: int, hidden: tuple[int, ...], act: str) -> nn.Sequent
     return nn.Sequential(*layers)
 
 
-def _zuko_flow(cfg: ModelConfig, dim: int) -> zuko.flows.Flow | None:
+def window_coords(h, memory: int):
+    """Coordinates (..., d (K + 1)) of windows h (..., K + 1, d), oldest first:
+    (x_n, x_n - x_{n-1}, ..., x_{n-K+1} - x_{n-K}). Numpy arrays or torch tensors."""
+    if memory == 0:
+        return h[..., -1, :]
+    inc = h[..., 1:, :] - h[..., :-1, :]  # (..., K, d), oldest increment first
+    parts = [h[..., -1, :]] + [inc[..., -1 - j, :] for j in range(memory)]
+    if isinstance(h, torch.Tensor):
+        return torch.cat(parts, -1)
+    return np.concatenate(parts, -1)
+
+
+def _zuko_flow(cfg: ModelConfig, dim: int, context: int) -> zuko.flows.Flow | None:
     kw = dict(hidden_features=cfg.hidden, activation=_ACT[cfg.activation])
     if cfg.flow == "gaussian":
         return None
     if cfg.flow == "maf":
-        return zuko.flows.MAF(dim, dim, transforms=cfg.transforms, **kw)
+        return zuko.flows.MAF(dim, context, transforms=cfg.transforms, **kw)
     if cfg.flow == "nsf":
-        return zuko.flows.NSF(dim, dim, transforms=cfg.transforms, bins=cfg.bins, **kw)
+        return zuko.flows.NSF(dim, context, transforms=cfg.transforms, bins=cfg.bins, **kw)
     # coupling: spline coupling layers with alternating masks; each layer is inverted in a
     # single pass (d = 1 reduces to element-wise splines conditioned on x_n).
     spline = partial(zuko.transforms.MonotonicRQSTransform, slope=1e-3)
@@ -88,7 +100,7 @@ def _zuko_flow(cfg: ModelConfig, dim: int) -> zuko.flows.Flow | None:
         mask = (torch.arange(dim) % 2 == (i % 2)) if dim > 1 else None
         layers.append(
             zuko.flows.GeneralCouplingTransform(
-                dim, dim, mask=mask, univariate=spline, shapes=shapes, **kw
+                dim, context, mask=mask, univariate=spline, shapes=shapes, **kw
             )
         )
     base = zuko.flows.UnconditionalDistribution(
@@ -98,17 +110,36 @@ def _zuko_flow(cfg: ModelConfig, dim: int) -> zuko.flows.Flow | None:
 
 
 class FlowMap(nn.Module):
-    """Conditional distribution p(x_{n+1} | x_n) of dimension ``dim``.
+    """Conditional distribution p(x_{n+1} | history) of dimension ``dim``.
 
-    Buffers ``x_mean``, ``x_std`` standardize the condition; ``d_mean``, ``d_std`` are the
-    training increments' mean and std (``increment`` parametrization). ``dt`` is the
-    observation step Delta the map was trained at.
+    The condition is x_n (shape (..., d)) for a one-step map, the window
+    (x_{n-K}, ..., x_n) (shape (..., K + 1, d), oldest first) for a map with
+    ``memory`` K > 0. Buffers ``x_mean``, ``x_std`` standardize x_n; ``d_mean``, ``d_std``
+    are the training increments' mean and std (they standardize the window's increments
+    too). ``dt`` is the observation step Delta the map was trained at. A map with memory
+    keeps ``history_bank``, training windows from which rollouts from a single start draw
+    their past (:func:`slowflow.rollout.draw_histories`).
+
+    Attributes
+    ----------
+    memory : int
+        K, the past observations the map needs besides x_n.
+    history : dict
+        The training record (``fit`` fills it: epochs, NLL, the basis fits, k-step scores).
+    meta : dict
+        Provenance: version, preset, training settings, the data's metadata and names.
     """
+
+    history: dict
+    meta: dict
 
     def __init__(self, dim: int, config: ModelConfig, dt: float = 1.0) -> None:
         super().__init__()
         self.dim = int(dim)
         self.config = config
+        self.memory = int(config.memory)
+        self.n_coords = self.dim * (self.memory + 1)
+        self.history, self.meta = {}, {}
         self.register_buffer("dt", torch.tensor(float(dt), dtype=torch.float64))
         self.register_buffer("x_mean", torch.zeros(dim))
         self.register_buffer("x_std", torch.ones(dim))
@@ -117,7 +148,7 @@ class FlowMap(nn.Module):
         # range of the training data, to report rollouts that leave it (set by fit)
         self.register_buffer("x_lo", torch.full((dim,), -math.inf))
         self.register_buffer("x_hi", torch.full((dim,), math.inf))
-        self.flow = _zuko_flow(config, self.dim)
+        self.flow = _zuko_flow(config, self.dim, self.n_coords)
         self.affine = None
         if config.uses_basis:
             self._init_basis(config)
@@ -125,7 +156,9 @@ class FlowMap(nn.Module):
             self._init_cov(config)
         elif config.parametrization == "increment":
             n_out = self.dim * (self.dim + 1) // 2 + (0 if config.uses_basis else self.dim)
-            self.affine = _mlp(self.dim, n_out, config.affine_hidden, config.activation)
+            self.affine = _mlp(self.n_coords, n_out, config.affine_hidden, config.activation)
+        if self.memory:
+            self.register_buffer("history_bank", torch.zeros(0, self.memory + 1, self.dim))
         if self.flow is not None and config.parametrization == "increment":
             _identity_init(self.flow)
         self.register_buffer("_zeros", torch.zeros(dim))
@@ -134,11 +167,11 @@ class FlowMap(nn.Module):
     def _init_basis(self, config: ModelConfig) -> None:
         """Buffers of the closed-form drift a(x) = coef^T phi(x), zero until
         :meth:`set_drift` stores a fit (``basis_degree`` None: a constant, until then)."""
-        expo = torch.as_tensor(exponents(self.dim, int(config.basis_degree or 0)))
+        expo = torch.as_tensor(exponents(self.n_coords, int(config.basis_degree or 0)))
         p = expo.shape[0]
         self.register_buffer("basis_expo", expo)
-        self.register_buffer("basis_lo", torch.full((self.dim,), -1.0))
-        self.register_buffer("basis_hi", torch.full((self.dim,), 1.0))
+        self.register_buffer("basis_lo", torch.full((self.n_coords,), -1.0))
+        self.register_buffer("basis_hi", torch.full((self.n_coords,), 1.0))
         self.register_buffer("basis_coef", torch.zeros(p, self.dim))
         # per component, the covariance of its coefficients (the estimator's error bars)
         self.register_buffer("basis_cov", torch.zeros(self.dim, p, p, dtype=torch.float64))
@@ -146,14 +179,14 @@ class FlowMap(nn.Module):
     def _init_cov(self, config: ModelConfig) -> None:
         """Buffers of the closed-form covariance Sigma(x) = sym(coef^T phi(x)) per unit
         time, the identity until :meth:`set_covariance` stores a fit."""
-        d = self.dim
-        expo = torch.as_tensor(exponents(d, int(config.scale_degree or 0)))
+        d, p = self.dim, self.n_coords
+        expo = torch.as_tensor(exponents(p, int(config.scale_degree or 0)))
         coef = torch.zeros(expo.shape[0], d * (d + 1) // 2)
         rows, cols = torch.triu_indices(d, d)
         coef[0] = (rows == cols).float()  # the constant Legendre feature is 1
         self.register_buffer("cov_expo", expo)
-        self.register_buffer("cov_lo", torch.full((d,), -1.0))
-        self.register_buffer("cov_hi", torch.full((d,), 1.0))
+        self.register_buffer("cov_lo", torch.full((p,), -1.0))
+        self.register_buffer("cov_hi", torch.full((p,), 1.0))
         self.register_buffer("cov_coef", coef)
         self.register_buffer("cov_scale", torch.ones(d))
 
@@ -177,9 +210,10 @@ class FlowMap(nn.Module):
             setattr(self, name, torch.as_tensor(value, dtype=torch.float32, device=device))
         self.cov_expo = self.cov_expo.to(device)
 
-    def basis_covariance(self, x: Tensor) -> Tensor:
-        """The closed-form Sigma(x) (n, d, d) per unit time, projected as in the map."""
-        q = features_torch(x, self.cov_lo, self.cov_hi, self.cov_expo) @ self.cov_coef
+    def basis_covariance(self, z: Tensor) -> Tensor:
+        """The closed-form Sigma (n, d, d) per unit time at coordinates z (n, p) (x itself
+        for a one-step map), projected as in the map."""
+        q = features_torch(z, self.cov_lo, self.cov_hi, self.cov_expo) @ self.cov_coef
         chol = cholesky_torch(q, self.cov_scale, self.dim)
         return chol @ chol.transpose(-1, -2)
 
@@ -199,17 +233,35 @@ class FlowMap(nn.Module):
         self.basis_expo = self.basis_expo.to(device)
         self.basis_cov = torch.as_tensor(fit.component_cov(), dtype=torch.float64, device=device)
 
-    def basis_drift_se(self, x) -> torch.Tensor:
-        """Standard error (n, d) of the closed-form drift at points x (n, d), float64."""
-        x = torch.as_tensor(x, dtype=torch.float64, device=self.basis_cov.device)
-        phi = features_torch(x, self.basis_lo.double(), self.basis_hi.double(), self.basis_expo)
+    def basis_drift_se(self, z) -> torch.Tensor:
+        """Standard error (n, d) of the closed-form drift at coordinates z (n, p), float64;
+        z of shape (n, m, p): of the drift averaged over the m windows of each point."""
+        z = torch.as_tensor(z, dtype=torch.float64, device=self.basis_cov.device)
+        phi = features_torch(z, self.basis_lo.double(), self.basis_hi.double(), self.basis_expo)
+        if phi.dim() == 3:
+            phi = phi.mean(1)
         var = torch.einsum("np,ipq,nq->ni", phi, self.basis_cov, phi)
         return var.clamp_min(0.0).sqrt()
 
-    def basis_drift(self, x: Tensor) -> Tensor:
-        """The closed-form drift a(x), shape of ``x``."""
-        phi = features_torch(x, self.basis_lo, self.basis_hi, self.basis_expo)
+    def basis_drift(self, z: Tensor) -> Tensor:
+        """The closed-form drift (..., d) at coordinates z (..., p) (x for a one-step map)."""
+        phi = features_torch(z, self.basis_lo, self.basis_hi, self.basis_expo)
         return phi @ self.basis_coef
+
+    def split(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """(x_n, coordinates) of a condition: h (..., d) for a one-step map, a window
+        (..., K + 1, d) with memory K; the shape is checked."""
+        d, k = self.dim, self.memory
+        if k == 0:
+            if h.shape[-1:] != (d,):
+                raise ConfigError(f"the condition must have shape (..., {d}), got {tuple(h.shape)}")
+            return h, h
+        if h.dim() < 2 or h.shape[-2:] != (k + 1, d):
+            raise ConfigError(
+                f"this map has memory {k}: its condition is a window of shape (..., {k + 1}, "
+                f"{d}) (x_(n-{k}), ..., x_n), got {tuple(h.shape)}"
+            )
+        return h[..., -1, :], window_coords(h, k)
 
     def set_statistics(self, x_mean, x_std, d_mean, d_std) -> None:
         """Store standardization statistics (tensors or arrays of shape (dim,))."""
@@ -221,16 +273,21 @@ class FlowMap(nn.Module):
         ):
             getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float32))
 
-    def context(self, x: Tensor) -> Tensor:
-        if self.config.standardize:
-            return (x - self.x_mean) / self.x_std
-        return x
+    def context(self, z: Tensor) -> Tensor:
+        """The networks' input: the coordinates z, standardized (x_n by the data's mean and
+        std, the window's increments by the increments' mean and std)."""
+        if not self.config.standardize:
+            return z
+        k = self.memory
+        mean = torch.cat([self.x_mean, self.d_mean.repeat(k)]) if k else self.x_mean
+        std = torch.cat([self.x_std, self.d_std.repeat(k)]) if k else self.x_std
+        return (z - mean) / std
 
-    def _affine_transform(self, x: Tensor, c: Tensor) -> TriangularAffine:
+    def _affine_transform(self, x: Tensor, z: Tensor, c: Tensor) -> TriangularAffine:
         d = self.dim
         if self.config.uses_basis_scale:
-            loc = x + self.dt.to(x.dtype) * self.basis_drift(x)
-            q = features_torch(x, self.cov_lo, self.cov_hi, self.cov_expo) @ self.cov_coef
+            loc = x + self.dt.to(x.dtype) * self.basis_drift(z)
+            q = features_torch(z, self.cov_lo, self.cov_hi, self.cov_expo) @ self.cov_coef
             dt = self.dt.to(x.dtype)
             chol = cholesky_torch(q * dt, self.cov_scale * dt.sqrt(), d)
             if d == 1:
@@ -239,7 +296,7 @@ class FlowMap(nn.Module):
         out = self.affine(c)
         if self.config.uses_basis:
             rest = out
-            loc = x + self.dt.to(x.dtype) * self.basis_drift(x)
+            loc = x + self.dt.to(x.dtype) * self.basis_drift(z)
         else:
             m, rest = out[..., :d], out[..., d:]
             loc = x + self.d_mean + self.d_std * m
@@ -256,27 +313,32 @@ class FlowMap(nn.Module):
 
     @torch.no_grad()
     def conditional_variance(self, x, batch: int = 65536):
-        """Diagonal (n, d) of the affine stage's conditional covariance L L^T at points x
-        (n, d), as a float64 array: the one-step law's variance for the Gaussian preset,
-        the scale that the flow then shapes for the others (increment parametrization)."""
+        """Diagonal (n, d) of the affine stage's conditional covariance L L^T at conditions
+        x ((n, d), or windows (n, K + 1, d)), as a float64 array: the one-step law's variance
+        for the Gaussian preset, the scale that the flow then shapes for the others
+        (increment parametrization)."""
         if self.config.parametrization != "increment":
             raise ConfigError("conditional_variance needs the increment parametrization")
         x = np.asarray(x)
         device = self.x_mean.device
         out = []
         for i in range(0, x.shape[0], batch):
-            xt = torch.as_tensor(x[i : i + batch], dtype=torch.float32, device=device)
-            t = self._affine_transform(xt, self.context(xt))
+            ht = torch.as_tensor(x[i : i + batch], dtype=torch.float32, device=device)
+            xt, zt = self.split(ht)
+            t = self._affine_transform(xt, zt, self.context(zt))
             var = t.diag**2 if t.tril is None else (t.tril**2).sum(-1)
             out.append(var.double().cpu().numpy())
         return np.concatenate(out)
 
-    def forward(self, x: Tensor) -> Distribution:
-        """The conditional law of x_{n+1} given x_n, batch shape ``x.shape[:-1]``."""
-        c = self.context(x)
+    def forward(self, h: Tensor) -> Distribution:
+        """The conditional law of x_{n+1} given x_n (h of shape (..., d)) or, with memory K,
+        given the window h (..., K + 1, d); batch shape ``h.shape[:-1]`` resp.
+        ``h.shape[:-2]``."""
+        x, z = self.split(h)
+        c = self.context(z)
         if self.config.parametrization == "direct":
             return self.flow(c)
-        outer = self._affine_transform(x, c)
+        outer = self._affine_transform(x, z, c)
         if self.flow is None or self.gaussian_only:
             base = zuko.distributions.DiagNormal(self._zeros, torch.ones_like(self._zeros))
             base = base.expand(x.shape[:-1])
@@ -287,6 +349,22 @@ class FlowMap(nn.Module):
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def set_history_bank(self, windows) -> None:
+        """Store training windows (m, K + 1, d) to draw rollout histories from."""
+        w = torch.as_tensor(np.asarray(windows), dtype=torch.float32, device=self.x_mean.device)
+        if w.dim() != 3 or w.shape[1:] != (self.memory + 1, self.dim):
+            raise ConfigError(f"history windows must have shape (m, {self.memory + 1}, {self.dim})")
+        self.history_bank = w
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the bank's size is the data's, not the config's: take the stored one
+        key = prefix + "history_bank"
+        if self.memory and key in state_dict:
+            w = state_dict[key]
+            if w.dim() == 3 and tuple(w.shape[1:]) == (self.memory + 1, self.dim):
+                self.history_bank = torch.zeros_like(w, device=self.x_mean.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def _identity_init(flow: nn.Module) -> None:

@@ -51,18 +51,33 @@ def leads_for(max_lead: int) -> list[int]:
     return [*out, int(max_lead)]
 
 
-def windows(x: np.ndarray, lengths: np.ndarray, max_lead: int, n_starts: int, seed: int):
+def windows(
+    x: np.ndarray,
+    lengths: np.ndarray,
+    max_lead: int,
+    n_starts: int,
+    seed: int,
+    first: int = 0,
+    memory: int = 0,
+):
     """Random windows of held-out bursts: starts (S, d) and observations (S, max_lead, d)
-    at leads 1..max_lead, never across the end of a burst."""
-    ok = np.flatnonzero(lengths - 1 >= max_lead)
+    at leads 1..max_lead, never across the end of a burst. Starts lie at index >= ``first``
+    (>= ``memory``); with ``memory`` K > 0 the starts are histories (S, K + 1, d) ending at
+    the start. The draws depend on ``first``, not on ``memory``: maps of different memory
+    scored with the same ``first`` and seed see the same starts."""
+    first = max(int(first), int(memory))
+    ok = np.flatnonzero(lengths - 1 - first >= max_lead)
     if ok.size == 0:
-        raise ConfigError(f"no held-out trajectory is longer than {max_lead} steps")
+        raise ConfigError(
+            f"no held-out trajectory is longer than {max_lead} steps after observation {first}"
+        )
     rng = np.random.default_rng(seed)
     traj = rng.choice(ok, size=n_starts)
-    start = rng.integers(0, lengths[traj] - max_lead)
-    idx = start[:, None] + np.arange(max_lead + 1)[None, :]
-    w = x[traj[:, None], idx]  # (S, max_lead + 1, d)
-    return w[:, 0], w[:, 1:]
+    start = first + rng.integers(0, lengths[traj] - max_lead - first)
+    idx = start[:, None] + np.arange(-int(memory), max_lead + 1)[None, :]
+    w = x[traj[:, None], idx]  # (S, K + max_lead + 1, d)
+    k = int(memory)
+    return (w[:, k] if k == 0 else w[:, : k + 1]), w[:, k + 1 :]
 
 
 def _crps(ens: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
@@ -83,37 +98,48 @@ def kstep_score(
     n_starts: int = 500,
     members: int = 16,
     seed: int = 0,
+    first: int = 0,
 ) -> dict:
     """Multi-step scores of ``model`` on held-out bursts ``x`` (n, L, d) with ``lengths``.
+
+    Starts lie at observation ``first`` or later (and late enough for the model's memory);
+    models compared start by start must be scored with the same ``first`` and seed.
 
     Returns a dict with ``leads``, ``crps`` and ``mean_sq`` (lists per lead of lists per
     component) and the scalar ``score`` (see the module docstring).
     """
-    max_lead = int(min(max_lead, int(lengths.max()) - 1))
+    k = int(getattr(model, "memory", 0))
+    first = max(int(first), k)
+    max_lead = int(min(max_lead, int(lengths.max()) - 1 - first))
     if max_lead < 1:
-        raise ConfigError("held-out trajectories need at least 2 observations")
-    x0, obs = windows(x, lengths, max_lead, n_starts, seed)
+        raise ConfigError(
+            f"held-out trajectories need at least {first + 2} observations (memory {k})"
+        )
+    h0, obs = windows(x, lengths, max_lead, n_starts, seed, first, k)
+    x0 = h0 if k == 0 else h0[:, -1]
     leads = leads_for(max_lead)
     device = next(iter(model.buffers())).device
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=device).manual_seed(int(seed))
-    cur = torch.as_tensor(np.repeat(x0[None], members, 0), dtype=torch.float32, device=device)
-    flat = cur.reshape(-1, cur.shape[-1])
+    cur = torch.as_tensor(np.repeat(h0[None], members, 0), dtype=torch.float32, device=device)
+    flat = cur.reshape(-1, *cur.shape[2:])  # (members * S, d) or (members * S, K + 1, d)
     crps, msq = [], []
     scaled = np.zeros(x0.shape[0])  # per start: CRPS / spread, summed over components
-    spread0 = np.abs(obs - x0[:, None]).mean(0) + 1e-12  # (max_lead, d)
-    for k in range(1, max_lead + 1):
-        flat = sample_with(model(flat), gen)
-        if k in leads:
-            ens = flat.reshape(members, -1, flat.shape[-1]).double()
-            o = torch.as_tensor(obs[:, k - 1], dtype=torch.float64, device=device)
+    spread0 = np.abs(obs - x0[:, None]).mean(0)  # (max_lead, d)
+    spread0 = np.maximum(spread0, 1e-3 * spread0.mean(0) + 1e-300)  # a lead with no spread
+    for lead in range(1, max_lead + 1):
+        new = sample_with(model(flat), gen)
+        flat = new if k == 0 else torch.cat([flat[:, 1:], new.unsqueeze(1)], 1)
+        if lead in leads:
+            ens = new.reshape(members, -1, new.shape[-1]).double()
+            o = torch.as_tensor(obs[:, lead - 1], dtype=torch.float64, device=device)
             per = _crps(ens, o).cpu().numpy()  # (S, d)
             mean = ens.mean(0)
             sq = ((mean - o) ** 2 - ens.var(0, unbiased=True) / members).mean(0).cpu().numpy()
             crps.append(per.mean(0).tolist())
             msq.append(sq.tolist())
-            scaled += (per / spread0[k - 1]).sum(1) / len(leads)
+            scaled += (per / spread0[lead - 1]).sum(1) / len(leads)
     model.train(was_training)
     return {
         "leads": leads,
