@@ -55,3 +55,21 @@ def test_all_figures_render(tmp_path, d):
     for name, fig in figs.items():
         path = plots.save_figure(fig, tmp_path / f"{name}.png")
         assert path.stat().st_size > 5000, name
+
+
+def test_importing_and_drawing_leaves_matplotlib_state_alone():
+    """The figures are built as Figure objects: no backend switch, no pyplot figures left
+    (a user's notebook or GUI backend is untouched)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import numpy as np\n"
+        "from slowflow.evaluate import plots\n"
+        "fig = plots.free_energy_2d({'a': np.random.default_rng(0).normal(size=(500, 2))},"
+        " ((-3, 3), (-3, 3)))\n"
+        "import matplotlib.pyplot as plt\n"
+        "print(matplotlib.get_backend(), len(plt.get_fignums()), type(fig).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["svg", "0", "Figure"], out

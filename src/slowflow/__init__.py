@@ -3,13 +3,13 @@
 The public API (imported lazily, so ``import slowflow`` stays fast):
 
 * data: :class:`Trajectories`, :func:`load_trajectories`, :func:`save_trajectories`,
-  :func:`make_pairs`, :func:`split_by_trajectory`; files larger than memory:
+  :func:`make_pairs`, :func:`make_windows`, :func:`split_by_trajectory`; files larger than memory:
   :class:`TrajectoryStore` (memory-mapped reading), :class:`TrajectoryWriter`
 * systems and ground truth: :func:`get_system`, :func:`list_systems`,
   :func:`simulate_bursts`, :func:`simulate_ensemble`
 * the learned map: :class:`ModelConfig`, :func:`get_preset`, :class:`TrainConfig`,
-  :func:`fit`, :func:`rollout`, :func:`drift_diffusion`, :func:`save_model`,
-  :func:`load_model`
+  :func:`fit`, :func:`fit_memory_auto`, :func:`predict`, :func:`drift_diffusion`,
+  :func:`save_model`, :func:`load_model`
 * evaluation: :func:`check_calibration`, :func:`reproduce`
 """
 
@@ -38,6 +38,8 @@ _API = {
     "FlowMap": "slowflow.model.flowmap",
     "TrainConfig": "slowflow.train",
     "fit": "slowflow.train",
+    "fit_memory_auto": "slowflow.selection",
+    "make_windows": "slowflow.data",
     "drift_diffusion": "slowflow.rollout",
     "save_model": "slowflow.model.io",
     "load_model": "slowflow.model.io",

@@ -73,9 +73,11 @@ def _histories(path, model, n_paths: int) -> np.ndarray:
     """Starts of ``predict --history FILE``: the last K + 1 observations of each of the
     file's trajectories, one history (K + 1, d) for all paths or (n_paths, K + 1, d)."""
     from .data import check_dim, load_trajectories
+    from .evaluate.calibration import with_model_periods
 
     data = load_trajectories(path, dt=float(model.dt))
     check_dim(data, model.dim, str(path))
+    data = with_model_periods(data, model, str(path))
     k = model.memory
     if int(data.lengths.min()) < k + 1:
         raise DataError(
@@ -245,6 +247,17 @@ def cmd_fit(args) -> int:
     def on_term(signum, frame):  # SIGTERM: stop at the next step, keep the best model
         stop["flag"] = True
 
+    data = args.data
+    if args.periodic:
+        if args.stream:
+            raise ConfigError(
+                "--periodic with --stream: declare the angles in the file's metadata "
+                "(meta 'periodic': {name: [lo, hi]})"
+            )
+        from .data import declare_periodic, load_trajectories
+
+        names = [v for v in args.periodic.split(",") if v.strip()]
+        data = declare_periodic(load_trajectories(args.data, dt=args.dt), names, str(args.data))
     old = signal.signal(signal.SIGTERM, on_term)
     common = dict(
         dt=args.dt, checkpoint=checkpoint if lead else None, stop_flag=lambda: stop["flag"]
@@ -252,14 +265,16 @@ def cmd_fit(args) -> int:
     try:
         if args.memory == "auto":
             if args.resume:
-                raise ConfigError("--memory auto cannot --resume; resume with the chosen --memory K")
+                raise ConfigError(
+                    "--memory auto cannot --resume; resume with the chosen --memory K"
+                )
             from .selection import fit_memory_auto
 
-            model = fit_memory_auto(args.data, preset, cfg, **common)
+            model = fit_memory_auto(data, preset, cfg, **common)
         else:
             memory = args.memory if "memory" in given or not args.resume else None
             model = fit(
-                args.data,
+                data,
                 preset,
                 cfg,
                 resume=checkpoint if args.resume else None,
@@ -368,6 +383,9 @@ def cmd_predict(args) -> int:
     }
     if args.every > 1:
         meta["every"] = args.every
+    periodic = (model.meta.get("data_meta") or {}).get("periodic")
+    if periodic:
+        meta["periodic"] = periodic
     if args.history is not None:
         meta["history"] = str(args.history)
         meta["x0"] = x0 if np.ndim(x0) == 1 else "per path (see history)"
@@ -538,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         action=_Given,
         default="default",
-        help="model preset: default, paper, maf, nsf, coupling, gaussian",
+        help="model preset: default (= gaussian), coupling, nsf, maf, gaussian-net, network, paper",
     )
     s.add_argument(
         "--dt",
@@ -589,6 +607,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="past observations the map is conditioned on besides x_n (a delay embedding "
         "for data that are not Markov at Delta), or 'auto': chosen on held-out bursts "
         "together with --skip-first (default 0)",
+    )
+    s.add_argument(
+        "--periodic",
+        default=None,
+        help="variables that are angles in radians on [-pi, pi) (names or 0-based indices, "
+        "e.g. phi,psi); stored in the model. Data files can declare them instead "
+        "(meta 'periodic')",
     )
     s.add_argument(
         "--skip-first",

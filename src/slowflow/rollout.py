@@ -64,7 +64,21 @@ def check_x0(model: FlowMap, x0, n_paths: int | None = None, seed: int = 0) -> n
     if k and x0.ndim >= 2 and x0.shape[-2:] == (k + 1, d):
         return _check_histories(model, x0, n_paths)
     starts = _check_points(model, x0, n_paths)
+    _check_in_range(model, starts)
     return draw_histories(model, starts, seed) if k else starts
+
+
+def _check_in_range(model: FlowMap, x: np.ndarray) -> None:
+    """Periodic variables of starts must lie in the model's ranges."""
+    for j in getattr(model, "periodic", ()):
+        lo, length = float(model.period_lo[j]), float(model.period_len[j])
+        v = x[..., j]
+        bad = (v < lo - 1e-9 * length) | (v > lo + length * (1 + 1e-9))
+        if bad.any():
+            raise ConfigError(
+                f"x0: variable {j} is periodic on [{lo:g}, {lo + length:g}] but the start has "
+                f"{float(v[bad].flat[0]):g}"
+            )
 
 
 def _check_histories(model: FlowMap, h: np.ndarray, n_paths: int | None) -> np.ndarray:
@@ -311,7 +325,7 @@ def _rollout_chunks(
                 first_out = torch.full_like(first_bad, -1)
                 first_out.masked_fill_(((x < bounds[0]) | (x > bounds[1])).any(dim=1), 0)
             for k in range(1, n_steps + 1):
-                x = _step(model, hist, gen)
+                x = model.wrap(_step(model, hist, gen))  # periodic variables in range
                 hist = torch.cat([hist[:, 1:], x.unsqueeze(1)], 1) if memory else x
                 # The flow's transform objects form reference cycles (a transform and its
                 # inverse) that hold this step's activations; collecting the young
@@ -446,9 +460,7 @@ def simulate_to_file(
     if int(every) != every or every < 1:
         raise ConfigError(f"every must be a positive integer, got {every}")
     every = int(every)
-    starts, n_steps = _prepare(
-        model, x0, n_steps, n_paths, chunk_paths, "chunk_paths", every, seed
-    )
+    starts, n_steps = _prepare(model, x0, n_steps, n_paths, chunk_paths, "chunk_paths", every, seed)
     if n_steps % every:
         raise ConfigError(
             f"n_steps={n_steps} is not a multiple of every={every}; the file keeps steps "
@@ -558,9 +570,7 @@ def simulate_to_trajectories_file(
     if int(every) != every or every < 1:
         raise ConfigError(f"every must be a positive integer, got {every}")
     every = int(every)
-    starts, n_steps = _prepare(
-        model, x0, n_steps, n_paths, chunk_paths, "chunk_paths", every, seed
-    )
+    starts, n_steps = _prepare(model, x0, n_steps, n_paths, chunk_paths, "chunk_paths", every, seed)
     if n_steps % every:
         raise ConfigError(f"n_steps={n_steps} is not a multiple of every={every}")
     n, d = starts.shape[0], model.dim

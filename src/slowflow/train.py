@@ -22,7 +22,13 @@ import torch
 
 from . import __version__
 from ._io import atomic_write
-from .data import Trajectories, load_trajectories, make_windows, split_by_trajectory
+from .data import (
+    Trajectories,
+    load_trajectories,
+    make_windows,
+    periodic_ranges,
+    split_by_trajectory,
+)
 from .errors import ConfigError, DataError, SlowflowError, TrainingError
 from .model.basis import WEIGHT_FLOOR
 from .model.config import ModelConfig, get_preset
@@ -451,6 +457,7 @@ class _Prepared:
     batches: object
     drift_sample: tuple | None = None  # (x0, x1, groups) for the basis drift estimator
     val_bursts: tuple | None = None  # (x, lengths) of the validation bursts (in memory)
+    periods: list | None = None  # per variable (lo, hi) of a periodic one, or None
 
 
 def _cap_pairs(v0: np.ndarray, v1: np.ndarray, n: int, rng: np.random.Generator):
@@ -490,14 +497,22 @@ def _prepare_memory(data: Trajectories, cfg: TrainConfig, device, memory: int = 
         _MemoryBatches(x0, x1, device),
         (x0, x1, groups),
         (val.x, val.lengths),
+        periodic_ranges(data),
     )
 
 
 def _stream_reader(store, memory: int, skip_first: int):
-    """piece -> (conditions, targets): windows (k, K + 1, d), or (k, d) for K = 0."""
+    """piece -> (conditions, targets): windows (k, K + 1, d), or (k, d) for K = 0; a
+    periodic variable's target is x_n plus its increment on the circle."""
+    from .data import wrap_delta
+
+    periods = periodic_ranges(store)
 
     def read(piece):
         h, x1 = store.read_windows(piece, memory, skip_first)
+        for j, r in enumerate(periods):
+            if r is not None:
+                x1[:, j] = h[:, -1, j] + wrap_delta(x1[:, j] - h[:, -1, j], r[1] - r[0])
         return (h[:, 0] if memory == 0 else h), x1
 
     return read
@@ -537,6 +552,8 @@ def _prepare_stream(store, cfg: TrainConfig, device, memory: int = 0) -> _Prepar
         v1,
         _StreamBatches(store, train, cfg.seed, device, cfg.shuffle_pieces, read, memory),
         _stream_drift_sample(read, train, cfg.seed),
+        None,
+        periodic_ranges(store),
     )
 
 
@@ -647,6 +664,17 @@ def _check_prepared(prep, resume_state: dict | None, source: str) -> None:
             f"--resume: the data's variables {list(prep.names)} differ from the checkpoint's "
             f"{list(info['names'])}"
         )
+
+
+def _with_periodic(config: ModelConfig, prep, source: str) -> ModelConfig:
+    """The config with the data's periodic variables; a config that names others is refused."""
+    per = tuple(j for j, r in enumerate(prep.periods or []) if r is not None)
+    if config.periodic and tuple(config.periodic) != per:
+        raise DataError(
+            f"{source}: the data's periodic variables are {list(per)} (indices) but the model "
+            f"config says {list(config.periodic)}; declare the same ones"
+        )
+    return replace(config, periodic=per)
 
 
 def _check_outcome(history: dict, cfg: TrainConfig) -> None:
@@ -776,9 +804,9 @@ def fit(
             )
         else:
             prep = _prepare_memory(_as_data(data, dt), cfg, device, k)
-        _check_prepared(
-            prep, resume_state, str(data) if isinstance(data, (str, os.PathLike)) else "data"
-        )
+        source = str(data) if isinstance(data, (str, os.PathLike)) else "data"
+        _check_prepared(prep, resume_state, source)
+        model_config = _with_periodic(model_config, prep, source)
         n_train = prep.n_train
         # the degree asked for (None: chosen from the data, and again when the drift is
         # reweighted); a checkpoint's config holds the chosen one, so it records the request
@@ -804,6 +832,8 @@ def fit(
         model.set_statistics(**prep.stats)
         if model.memory and prep.drift_sample is not None:
             model.set_history_bank(_bank(prep.drift_sample[0], cfg.seed))
+        if model.periodic:
+            model.set_periods(prep.periods)
         model.x_lo.copy_(torch.as_tensor(prep.lo))
         model.x_hi.copy_(torch.as_tensor(prep.hi))
         model.to(device)
@@ -1094,7 +1124,7 @@ def _fit_closed_form(config: ModelConfig, prep: _Prepared, cfg: TrainConfig):
     if not config.uses_basis or prep.drift_sample is None:
         return None, None
     h, x1, groups = prep.drift_sample
-    x0, z = _condition_parts(h, config.memory)
+    x0, z = _condition_parts(h, config.memory, prep.periods)
     dt, seed, deg = prep.dt, cfg.seed, config.basis_degree
     drift = fit_drift(x0, x1, dt, groups, degree=deg, seed=seed, context=z)
     if not config.uses_basis_scale:
@@ -1112,13 +1142,18 @@ def _fit_closed_form(config: ModelConfig, prep: _Prepared, cfg: TrainConfig):
     raise AssertionError("unreachable")
 
 
-def _condition_parts(h: np.ndarray, memory: int) -> tuple[np.ndarray, np.ndarray]:
-    """(x_n, coordinates) of conditions: (N, d) for K = 0, windows (N, K + 1, d)."""
+def _condition_parts(h: np.ndarray, memory: int, periods=None) -> tuple[np.ndarray, np.ndarray]:
+    """(x_n, coordinates) of conditions: (N, d) for K = 0, windows (N, K + 1, d); periodic
+    variables (``periods``: (lo, hi) or None per variable) enter through cos and sin."""
     from .model.flowmap import window_coords
 
-    if memory == 0:
-        return h, h
-    return h[:, -1], window_coords(h, memory)
+    x0 = h if memory == 0 else h[:, -1]
+    per = [j for j, r in enumerate(periods or []) if r is not None]
+    if not per:
+        return x0, window_coords(h, memory)
+    lo = np.array([r[0] if r else 0.0 for r in periods])
+    period = np.array([r[1] - r[0] if r else 1.0 for r in periods])
+    return x0, window_coords(h, memory, per, lo, period)
 
 
 #: Training windows a map with memory keeps to draw rollout histories from.
@@ -1179,7 +1214,7 @@ def _reweight_drift(model: FlowMap, prep: _Prepared, cfg: TrainConfig, degree: i
     if not model.config.uses_basis or prep.drift_sample is None:
         return None
     h, x1, groups = prep.drift_sample
-    x0, z = _condition_parts(h, model.memory)
+    x0, z = _condition_parts(h, model.memory, prep.periods)
     var = model.conditional_variance(h)
     weights = 1.0 / np.maximum(var, 1e-12 * var.mean(0))
     fit = fit_drift(

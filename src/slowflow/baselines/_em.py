@@ -52,7 +52,11 @@ class EulerMaruyama:
 
     def _step(self, x: np.ndarray, z: np.ndarray, h: float) -> np.ndarray:
         a, s = self.coefficients(x)
-        return x + a * h + np.sqrt(h) * np.einsum("nij,nj->ni", noise_factor(s), z)
+        x = x + a * h + np.sqrt(h) * np.einsum("nij,nj->ni", noise_factor(s), z)
+        for j, r in enumerate(getattr(self, "periods", None) or []):
+            if r is not None:  # an angle stays in its range
+                x[:, j] = r[0] + np.mod(x[:, j] - r[0], r[1] - r[0])
+        return x
 
     def simulate(
         self, x0, n_steps: int, n_paths: int | None = None, seed: int = 0, substeps: int = 1

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..data import Trajectories
+from ..data import Trajectories, periodic_ranges
 from ..errors import ConfigError, DataError
 from . import metrics
 
@@ -110,6 +110,41 @@ class CalibrationResult:
         )
 
 
+def check_model_periods(model, periods, source: str) -> None:
+    """Refuse data whose periodic variables (``periods``: (lo, hi) or None per variable)
+    differ from the model's, in one line naming what differs."""
+    mine = set(getattr(model, "periodic", ()))
+    theirs = {j for j, r in enumerate(periods) if r is not None}
+    if mine != theirs:
+        raise DataError(
+            f"{source}: periodic variables {sorted(theirs)} (indices) but the model was fitted "
+            f"with {sorted(mine)}; declare the same ones"
+        )
+    for j in mine:
+        lo, length = float(model.period_lo[j]), float(model.period_len[j])
+        r = periods[j]
+        if abs(r[0] - lo) > 1e-6 * length or abs((r[1] - r[0]) - length) > 1e-6 * length:
+            raise DataError(
+                f"{source}: variable {j} is periodic on [{r[0]:g}, {r[1]:g}] but the model's "
+                f"range is [{lo:g}, {lo + length:g}]"
+            )
+
+
+def with_model_periods(data: Trajectories, model, source: str) -> Trajectories:
+    """``data`` with the model's periodic variables when the data declare none (their
+    values are checked against the model's ranges), checked against the model's."""
+    from ..data import declare_periodic
+
+    periods = periodic_ranges(data)
+    if getattr(model, "periodic", ()) and all(r is None for r in periods):
+        for j in model.periodic:
+            lo, length = float(model.period_lo[j]), float(model.period_len[j])
+            data = declare_periodic(data, [j], source, (lo, lo + length))
+        periods = periodic_ranges(data)
+    check_model_periods(model, periods, source)
+    return data
+
+
 def model_sampler(model) -> Sampler:
     """Adapt a FlowMap to the sampler protocol ``f(starts (N, d), n_steps, seed)`` (for a
     map with memory K the starts are histories (N, K + 1, d))."""
@@ -158,9 +193,16 @@ def _starts(
     return np.stack([data.x[traj, idx + k] for k in offsets], axis=1)
 
 
-def _scores(samples: np.ndarray, obs: np.ndarray, rng) -> tuple:
-    """samples (n, m, K+1, d), obs (n, K+1, d) -> per-lead CRPS, energy, PIT stats."""
+def _scores(samples: np.ndarray, obs: np.ndarray, rng, periods=None) -> tuple:
+    """samples (n, m, K+1, d), obs (n, K+1, d) -> per-lead CRPS, energy, PIT stats.
+    Periodic components (``periods``) are scored on the circle: every sample is moved by
+    whole periods next to its observation first."""
     n, m, k1, d = samples.shape
+    for j, r in enumerate(periods or []):
+        if r is not None:
+            period = r[1] - r[0]
+            diff = samples[..., j] - obs[:, None, :, j]
+            samples[..., j] = obs[:, None, :, j] + (diff + period / 2) % period - period / 2
     K = k1 - 1
     crps = np.empty((K, d))
     disp = np.empty((K, d))
@@ -219,6 +261,9 @@ def check_calibration(
             f"dt={float(kernel.dt):g}"
         )
     memory = int(getattr(kernel, "memory", 0))
+    periods = periodic_ranges(data)
+    if hasattr(kernel, "periodic"):
+        check_model_periods(kernel, periods, "held-out data")
     max_lead = int(min(max_lead, int(data.lengths.max()) - 1 - memory))
     from .._limits import check_memory
 
@@ -238,7 +283,7 @@ def check_calibration(
         paths = s(starts, max_lead, sd).reshape(n, n_members, max_lead + 1, d)
         if not np.isfinite(paths).all():
             raise DataError("the kernel produced non-finite values from held-out starts")
-        return _scores(paths, window, np.random.default_rng(seed + 1))
+        return _scores(paths, window, np.random.default_rng(seed + 1), periods)
 
     crps, energy, disp, bias, counts = run(sampler, seed, histories)
     result = CalibrationResult(

@@ -50,7 +50,10 @@ def cmd_evaluate(args) -> int:
         if other is not None:
             _same_grid(other.x.shape, other.dt, label, pred.x.shape, pred.dt, args.pred)
     _check_times(times, pred.dt, pred.n_obs - 1)
-    ev = evaluate_ensembles(pred.x, ref.x, None if ref_b is None else ref_b.x, pred.dt, times)
+    periods = shared_periods([(pred, args.pred), (ref, args.ref), (ref_b, args.ref_b)])
+    ev = evaluate_ensembles(
+        pred.x, ref.x, None if ref_b is None else ref_b.x, pred.dt, times, periods=periods
+    )
     out = Path(args.out)
     with atomic_folder(out) as stage:  # all files or none
         write_json(public(ev), stage / "metrics.json")
@@ -70,6 +73,27 @@ def cmd_evaluate(args) -> int:
         line += "; W1/floor " + ", ".join(f"{v:.2f}" for v in w1["ratio_time_avg"])
     print(f"{line}; wrote {out / 'metrics.json'} and figures")
     return 0
+
+
+def shared_periods(named) -> list | None:
+    """The periodic variables that the given (Trajectories or None, label) declare: files
+    that declare none take the others'; two different declarations are refused."""
+    from ..data import periodic_ranges
+    from ..errors import DataError
+
+    found, where = None, None
+    for data, label in named:
+        if data is None:
+            continue
+        r = periodic_ranges(data)
+        if all(v is None for v in r):
+            continue
+        if found is not None and r != found:
+            raise DataError(
+                f"{label}: periodic variables {r} differ from those of {where} ({found})"
+            )
+        found, where = r, label
+    return found
 
 
 def _check_times(times, dt: float, n_steps: int) -> None:
@@ -272,6 +296,7 @@ def cmd_check(args) -> int:
     model = load_model(args.model)
     data = load_trajectories(args.data, dt=args.dt if args.dt else float(model.dt))
     check_dim(data, model.dim, str(args.data))
+    data = calibration.with_model_periods(data, model, str(args.data))
     reference = calibration.system_sampler(args.system, data.dt) if args.system else None
     res = calibration.check_calibration(
         model,

@@ -1,4 +1,6 @@
-"""Figures (matplotlib, Agg backend). Every function returns a Figure; nothing is shown.
+"""Figures. Every function returns a :class:`matplotlib.figure.Figure`; nothing is shown,
+and matplotlib's global state (its backend, pyplot's figure list) is never touched, so a
+user's notebook or GUI session is left as it was.
 
 Time axes are in the data's time units (steps x Delta); values are in the slow
 variables' own units.
@@ -8,13 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .._io import atomic_open  # noqa: E402
+from .._io import atomic_open
 
 COLORS = {"truth": "#1f77b4", "model": "#d62728", "averaged": "#2ca02c", "other": "#9467bd"}
 _OTHERS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
@@ -29,14 +28,18 @@ def _names(d: int, names=None) -> list[str]:
     return list(names) if names else [f"x{i + 1}" for i in range(d)]
 
 
+def _subplots(*grid, figsize=None, **kw):
+    """(Figure, axes) like ``pyplot.subplots``, without pyplot."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kw)
+
+
 def save_figure(fig, path) -> Path:
-    """Write ``fig`` as PNG atomically and close it."""
+    """Write ``fig`` as PNG atomically (drawn with the Agg canvas, whatever the session's
+    backend)."""
     path = Path(path)
-    try:
-        with atomic_open(path) as fh:
-            fig.savefig(fh, dpi=120, bbox_inches="tight", format="png")
-    finally:
-        plt.close(fig)
+    with atomic_open(path) as fh:
+        fig.savefig(fh, dpi=120, bbox_inches="tight", format="png")
     return path
 
 
@@ -46,7 +49,7 @@ def sample_paths(pred, ref, dt, n=5, names=None, seed=0):
     names = _names(d, names)
     t = np.arange(ref.shape[1]) * dt
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(d, 2, figsize=(10, 2.8 * d), sharex=True, sharey="row", squeeze=False)
+    fig, axes = _subplots(d, 2, figsize=(10, 2.8 * d), sharex=True, sharey="row", squeeze=False)
     for j, (label, ens) in enumerate((("truth", ref), ("model", pred))):
         idx = rng.choice(ens.shape[0], min(n, ens.shape[0]), replace=False)
         for i in range(d):
@@ -66,7 +69,7 @@ def mean_std(ensembles: dict, dt, names=None):
     first = next(iter(ensembles.values()))
     d = first[0].shape[-1] if isinstance(first, tuple) else first.shape[2]
     names = _names(d, names)
-    fig, axes = plt.subplots(1, d, figsize=(6 * d, 4), squeeze=False)
+    fig, axes = _subplots(1, d, figsize=(6 * d, 4), squeeze=False)
     for k, (label, ens) in enumerate(ensembles.items()):
         if isinstance(ens, tuple):
             mean, std = (np.asarray(a) for a in ens)
@@ -109,7 +112,7 @@ def histograms(ensembles: dict, dt, times, names=None, bins=60, columns=None):
     first = next(iter(ensembles.values()))
     d = first.shape[2]
     names = _names(d, names)
-    fig, axes = plt.subplots(d, len(times), figsize=(3.6 * len(times), 3 * d), squeeze=False)
+    fig, axes = _subplots(d, len(times), figsize=(3.6 * len(times), 3 * d), squeeze=False)
     for c, t in enumerate(times):
         k = columns[c] if columns is not None else min(first.shape[1] - 1, int(round(t / dt)))
         for i in range(d):
@@ -141,7 +144,7 @@ def phase_portrait(pred, ref, n=20, seed=0, names=None):
     """x1-x2 phase portraits of a few paths, truth vs model (d >= 2)."""
     names = _names(ref.shape[2], names)
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    fig, axes = _subplots(1, 2, figsize=(10, 4.6))
     both = np.concatenate([ref[:, :, :2].reshape(-1, 2), pred[:, :, :2].reshape(-1, 2)])
     both = both[np.isfinite(both).all(axis=1)]
     lo, hi = np.quantile(both, 0.001, axis=0), np.quantile(both, 0.999, axis=0)
@@ -165,7 +168,7 @@ def w1_over_time(w1_model, w1_floor, dt, names=None, extra: dict | None = None):
     d = w1_model.shape[1]
     names = _names(d, names)
     t = np.arange(w1_model.shape[0]) * dt
-    fig, axes = plt.subplots(1, d, figsize=(6 * d, 3.8), squeeze=False)
+    fig, axes = _subplots(1, d, figsize=(6 * d, 3.8), squeeze=False)
     for i in range(d):
         ax = axes[0, i]
         ax.plot(t, w1_model[:, i], color=COLORS["model"], label="model vs truth")
@@ -188,7 +191,7 @@ def drift_diffusion(dd, reference=None, names=None, data_stats=None):
     names = _names(d, names)
     x = dd.x[:, 0]
     order = np.argsort(x)
-    fig, axes = plt.subplots(2, d, figsize=(5.5 * d, 7), squeeze=False)
+    fig, axes = _subplots(2, d, figsize=(5.5 * d, 7), squeeze=False)
     diag = np.stack([dd.diffusion[:, i, i] for i in range(d)], 1)
     diag_se = np.stack([dd.diffusion_se[:, i, i] for i in range(d)], 1)
     for i in range(d):
@@ -226,7 +229,7 @@ def drift_diffusion(dd, reference=None, names=None, data_stats=None):
 
 def training_curves(history: dict):
     """Train and validation NLL per epoch."""
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = _subplots(figsize=(6, 3.8))
     ep = history.get("epoch", [])
     ax.plot(ep, history.get("train_nll", []), label="train NLL")
     ax.plot(ep, history.get("val_nll", []), label="validation NLL")
@@ -242,7 +245,7 @@ def training_curves(history: dict):
 def calibration(leads, scores: dict, pit_hists: dict | None = None, score_name="CRPS"):
     """Score per lead time for the model and references, and PIT histograms."""
     n_pit = len(pit_hists or {})
-    fig, axes = plt.subplots(1, 1 + n_pit, figsize=(5 * (1 + n_pit), 3.8), squeeze=False)
+    fig, axes = _subplots(1, 1 + n_pit, figsize=(5 * (1 + n_pit), 3.8), squeeze=False)
     ax = axes[0, 0]
     for label, vals in scores.items():
         ax.plot(leads, vals, marker="o", ms=3, label=label)
@@ -266,4 +269,32 @@ def calibration(leads, scores: dict, pit_hists: dict | None = None, score_name="
         ax.set_ylabel("density (1 = calibrated)")
         ax.set_title(f"PIT histogram: {label}")
     fig.tight_layout()
+    return fig
+
+
+def free_energy_2d(
+    samples: dict, ranges, bins: int = 36, names=("x1", "x2"), vmax: float = 8.0, periodic=True
+):
+    """Free-energy surfaces F = -log p (in kT, zero at each surface's minimum) of 2-D
+    samples, one panel per source (e.g. a Ramachandran plot of (phi, psi) from MD, an MSM
+    and a learned map). ``samples``: name -> array (n, 2); ``ranges``: ((lo, hi), (lo, hi));
+    bins holding no sample are blank."""
+    n = len(samples)
+    fig, axes = _subplots(1, n, figsize=(4.2 * n, 3.8), squeeze=False)
+    edges = [np.linspace(r[0], r[1], bins + 1) for r in ranges]
+    mesh = None
+    for ax, (label, pts) in zip(axes[0], samples.items(), strict=True):
+        pts = np.asarray(pts, dtype=float).reshape(-1, 2)
+        hist, _, _ = np.histogram2d(pts[:, 0], pts[:, 1], bins=edges)
+        with np.errstate(divide="ignore"):
+            f = -np.log(hist / hist.sum())
+        f -= np.nanmin(f[np.isfinite(f)]) if np.isfinite(f).any() else 0.0
+        f[~np.isfinite(f)] = np.nan
+        mesh = ax.pcolormesh(edges[0], edges[1], f.T, vmin=0.0, vmax=vmax, cmap="viridis")
+        ax.set_title(label)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        ax.set_aspect("equal" if periodic else "auto")
+    if mesh is not None:
+        fig.colorbar(mesh, ax=list(axes[0]), label="free energy (kT)", shrink=0.85)
     return fig

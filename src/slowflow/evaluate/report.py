@@ -25,6 +25,7 @@ def evaluate_ensembles(
     dt: float,
     times=None,
     max_lag: int | None = None,
+    periods=None,
 ) -> dict:
     """All ensemble metrics of ``pred`` against reference ``ref_a`` (floor from ``ref_b``).
 
@@ -50,7 +51,7 @@ def evaluate_ensembles(
     out["std_error_at_times"] = mom["std_error"][idx]
     out["rel_std_error_at_times"] = mom["rel_std_error"][idx]
     if ref_b is not None:
-        rep = metrics.w1_report(pred, ref_a, ref_b, dt, times)
+        rep = metrics.w1_report(pred, ref_a, ref_b, dt, times, periods)
         out["w1"] = {
             k: rep[k]
             for k in (
@@ -67,7 +68,7 @@ def evaluate_ensembles(
         if pred.shape[2] >= 2:
             out["joint"] = metrics.joint_report(pred, ref_a, ref_b, idx)
     else:
-        w1 = metrics.w1_marginals(pred, ref_a)
+        w1 = metrics.w1_marginals(pred, ref_a, periods)
         out["w1"] = {"w1_time_avg": w1[1:].mean(0), "w1_at_times": w1[idx]}
         out["_w1_series"] = w1
     lag = max_lag or min(50, n_steps // 4)

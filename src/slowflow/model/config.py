@@ -63,6 +63,10 @@ class ModelConfig:
         Mori-Zwanzig closure) for data that are not Markov at Delta. 0: the paper's
         one-step map. The drift, covariance and networks see the window through its
         coordinates (x_n, x_n - x_{n-1}, ..., x_{n-K+1} - x_{n-K}).
+    periodic:
+        Indices of the periodic variables (angles; their ranges are the data's, stored in
+        the model): the map sees each through (cos, sin), its increments on the circle,
+        and rollouts keep it in its range.
     """
 
     flow: str = "nsf"
@@ -78,6 +82,7 @@ class ModelConfig:
     scale: str | None = None
     scale_degree: int | None = None
     memory: int = 0
+    periodic: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -106,11 +111,17 @@ class ModelConfig:
             raise ConfigError(
                 f"basis_degree must be an integer in 0..12, got {self.basis_degree!r}"
             )
-        if isinstance(self.memory, bool) or int(self.memory) != self.memory or not (
-            0 <= self.memory <= MAX_MEMORY
+        if (
+            isinstance(self.memory, bool)
+            or int(self.memory) != self.memory
+            or not (0 <= self.memory <= MAX_MEMORY)
         ):
             raise ConfigError(f"memory must be an integer in 0..{MAX_MEMORY}, got {self.memory!r}")
         object.__setattr__(self, "memory", int(self.memory))
+        per = tuple(sorted({int(i) for i in self.periodic}))
+        if any(i < 0 for i in per):
+            raise ConfigError(f"periodic must hold variable indices >= 0, got {self.periodic!r}")
+        object.__setattr__(self, "periodic", per)
         if self.scale is None:
             object.__setattr__(self, "scale", "basis" if self.uses_basis else "network")
         if self.scale not in SCALES:
@@ -141,6 +152,7 @@ class ModelConfig:
         d = asdict(self)
         d["hidden"] = list(self.hidden)
         d["affine_hidden"] = list(self.affine_hidden)
+        d["periodic"] = list(self.periodic)
         return d
 
     @classmethod

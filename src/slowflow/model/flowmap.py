@@ -71,16 +71,38 @@ def _mlp(n_in: int, n_out: int, hidden: tuple[int, ...], act: str) -> nn.Sequent
     return nn.Sequential(*layers)
 
 
-def window_coords(h, memory: int):
-    """Coordinates (..., d (K + 1)) of windows h (..., K + 1, d), oldest first:
-    (x_n, x_n - x_{n-1}, ..., x_{n-K+1} - x_{n-K}). Numpy arrays or torch tensors."""
-    if memory == 0:
-        return h[..., -1, :]
-    inc = h[..., 1:, :] - h[..., :-1, :]  # (..., K, d), oldest increment first
-    parts = [h[..., -1, :]] + [inc[..., -1 - j, :] for j in range(memory)]
-    if isinstance(h, torch.Tensor):
-        return torch.cat(parts, -1)
-    return np.concatenate(parts, -1)
+def window_coords(h, memory: int, periodic=(), lo=None, period=None):
+    """Coordinates of conditions: h (..., d) for memory 0, windows (..., K + 1, d)
+    (oldest first) for memory K. They are x_n, with each periodic variable j (indices
+    ``periodic``, ranges [lo_j, lo_j + period_j)) replaced by the cosine and sine of its
+    phase, then the last K increments x_n - x_{n-1}, ..., x_{n-K+1} - x_{n-K} (periodic ones
+    taken on the circle): d + len(periodic) + K d values. Numpy arrays or torch tensors."""
+    torch_in = isinstance(h, torch.Tensor)
+    lib = torch if torch_in else np
+    x = h if memory == 0 else h[..., -1, :]
+    if not periodic and memory == 0:
+        return x
+    per = set(periodic)
+    parts = []
+    for j in range(x.shape[-1]):
+        v = x[..., j : j + 1]
+        if j in per:
+            phase = 2.0 * math.pi * (v - lo[j]) / period[j]
+            parts += [lib.cos(phase), lib.sin(phase)]
+        else:
+            parts.append(v)
+    if memory:
+        inc = h[..., 1:, :] - h[..., :-1, :]  # (..., K, d), oldest increment first
+        if per:
+            cols = [
+                (inc[..., j : j + 1] + 0.5 * period[j]) % period[j] - 0.5 * period[j]
+                if j in per
+                else inc[..., j : j + 1]
+                for j in range(x.shape[-1])
+            ]
+            inc = lib.cat(cols, -1) if torch_in else np.concatenate(cols, -1)
+        parts += [inc[..., -1 - i, :] for i in range(memory)]
+    return lib.cat(parts, -1) if torch_in else np.concatenate(parts, -1)
 
 
 def _zuko_flow(cfg: ModelConfig, dim: int, context: int) -> zuko.flows.Flow | None:
@@ -138,7 +160,10 @@ class FlowMap(nn.Module):
         self.dim = int(dim)
         self.config = config
         self.memory = int(config.memory)
-        self.n_coords = self.dim * (self.memory + 1)
+        self.periodic = tuple(config.periodic)
+        if any(i >= self.dim for i in self.periodic):
+            raise ConfigError(f"periodic indices {list(self.periodic)} exceed d={self.dim}")
+        self.n_coords = self.dim * (self.memory + 1) + len(self.periodic)
         self.history, self.meta = {}, {}
         self.register_buffer("dt", torch.tensor(float(dt), dtype=torch.float64))
         self.register_buffer("x_mean", torch.zeros(dim))
@@ -148,6 +173,10 @@ class FlowMap(nn.Module):
         # range of the training data, to report rollouts that leave it (set by fit)
         self.register_buffer("x_lo", torch.full((dim,), -math.inf))
         self.register_buffer("x_hi", torch.full((dim,), math.inf))
+        if self.periodic:  # the periodic variables' ranges [lo, lo + period)
+            kw = {"dtype": torch.float64}  # the ranges exactly as declared
+            self.register_buffer("period_lo", torch.full((dim,), -math.pi, **kw))
+            self.register_buffer("period_len", torch.full((dim,), 2 * math.pi, **kw))
         self.flow = _zuko_flow(config, self.dim, self.n_coords)
         self.affine = None
         if config.uses_basis:
@@ -255,13 +284,40 @@ class FlowMap(nn.Module):
         if k == 0:
             if h.shape[-1:] != (d,):
                 raise ConfigError(f"the condition must have shape (..., {d}), got {tuple(h.shape)}")
-            return h, h
+            return h, self.coords(h)
         if h.dim() < 2 or h.shape[-2:] != (k + 1, d):
             raise ConfigError(
                 f"this map has memory {k}: its condition is a window of shape (..., {k + 1}, "
                 f"{d}) (x_(n-{k}), ..., x_n), got {tuple(h.shape)}"
             )
-        return h[..., -1, :], window_coords(h, k)
+        return h[..., -1, :], self.coords(h)
+
+    def coords(self, h):
+        """:func:`window_coords` of conditions with this map's memory and periodic ranges."""
+        if not self.periodic:
+            return window_coords(h, self.memory)
+        lo, period = self.period_lo, self.period_len
+        if not isinstance(h, torch.Tensor):
+            lo, period = lo.cpu().double().numpy(), period.cpu().double().numpy()
+        return window_coords(h, self.memory, self.periodic, lo, period)
+
+    def set_periods(self, ranges) -> None:
+        """Store the ranges [(lo, hi) or None per variable] of the periodic variables."""
+        for j in self.periodic:
+            if ranges[j] is None:
+                raise ConfigError(f"variable {j} is periodic in the config but has no range")
+            self.period_lo[j] = float(ranges[j][0])
+            self.period_len[j] = float(ranges[j][1] - ranges[j][0])
+
+    def wrap(self, x: Tensor) -> Tensor:
+        """States (..., d) with the periodic variables mapped into their ranges."""
+        if not self.periodic:
+            return x
+        idx = list(self.periodic)
+        out = x.clone()
+        lo, period = self.period_lo[idx].to(x.dtype), self.period_len[idx].to(x.dtype)
+        out[..., idx] = lo + torch.remainder(x[..., idx] - lo, period)
+        return out
 
     def set_statistics(self, x_mean, x_std, d_mean, d_std) -> None:
         """Store standardization statistics (tensors or arrays of shape (dim,))."""
@@ -279,8 +335,18 @@ class FlowMap(nn.Module):
         if not self.config.standardize:
             return z
         k = self.memory
-        mean = torch.cat([self.x_mean, self.d_mean.repeat(k)]) if k else self.x_mean
-        std = torch.cat([self.x_std, self.d_std.repeat(k)]) if k else self.x_std
+        if self.periodic:  # cos and sin are standardized as they are
+            src = [j for j in range(self.dim) for _ in range(2 if j in self.periodic else 1)]
+            trig = torch.tensor(
+                [j in self.periodic for j in src], device=z.device, dtype=torch.bool
+            )
+            src_t = torch.tensor(src, device=z.device)
+            xm = torch.where(trig, torch.zeros((), device=z.device), self.x_mean[src_t])
+            xs = torch.where(trig, torch.ones((), device=z.device), self.x_std[src_t])
+        else:
+            xm, xs = self.x_mean, self.x_std
+        mean = torch.cat([xm, self.d_mean.repeat(k)]) if k else xm
+        std = torch.cat([xs, self.d_std.repeat(k)]) if k else xs
         return (z - mean) / std
 
     def _affine_transform(self, x: Tensor, z: Tensor, c: Tensor) -> TriangularAffine:

@@ -80,6 +80,19 @@ def windows(
     return (w[:, k] if k == 0 else w[:, : k + 1]), w[:, k + 1 :]
 
 
+def _near(ens: torch.Tensor, obs: torch.Tensor, model) -> torch.Tensor:
+    """Periodic variables of an ensemble moved by whole periods next to the observation
+    (scores of angles then measure distances on the circle)."""
+    periodic = list(getattr(model, "periodic", ()))
+    if not periodic:
+        return ens
+    period = model.period_len[periodic].to(ens.dtype)
+    ens = ens.clone()
+    diff = ens[..., periodic] - obs[..., periodic]
+    ens[..., periodic] = obs[..., periodic] + torch.remainder(diff + period / 2, period) - period / 2
+    return ens
+
+
 def _crps(ens: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
     """Fair ensemble CRPS, ens (M, S, d), obs (S, d) -> (S, d)."""
     m = ens.shape[0]
@@ -126,14 +139,21 @@ def kstep_score(
     flat = cur.reshape(-1, *cur.shape[2:])  # (members * S, d) or (members * S, K + 1, d)
     crps, msq = [], []
     scaled = np.zeros(x0.shape[0])  # per start: CRPS / spread, summed over components
-    spread0 = np.abs(obs - x0[:, None]).mean(0)  # (max_lead, d)
+    moved = obs - x0[:, None]
+    for j in getattr(model, "periodic", ()):  # increments of angles on the circle
+        period = float(model.period_len[j])
+        moved[..., j] = (moved[..., j] + period / 2) % period - period / 2
+    spread0 = np.abs(moved).mean(0)  # (max_lead, d)
     spread0 = np.maximum(spread0, 1e-3 * spread0.mean(0) + 1e-300)  # a lead with no spread
+    wrap = getattr(model, "wrap", None)
     for lead in range(1, max_lead + 1):
         new = sample_with(model(flat), gen)
+        new = wrap(new) if wrap is not None else new
         flat = new if k == 0 else torch.cat([flat[:, 1:], new.unsqueeze(1)], 1)
         if lead in leads:
             ens = new.reshape(members, -1, new.shape[-1]).double()
             o = torch.as_tensor(obs[:, lead - 1], dtype=torch.float64, device=device)
+            ens = _near(ens, o, model)
             per = _crps(ens, o).cpu().numpy()  # (S, d)
             mean = ens.mean(0)
             sq = ((mean - o) ** 2 - ens.var(0, unbiased=True) / members).mean(0).cpu().numpy()
