@@ -332,6 +332,12 @@ def cmd_reproduce(args) -> int:
     from ..reproduce import reproduce
 
     check_output(args.out, folder_files=("report.md",))
+    if args.example == "alanine":  # real molecular dynamics, with the md extra
+        from ..md.study import reproduce_alanine
+
+        reproduce_alanine(args.out, quick=args.quick, seed=args.seed)
+        print(f"wrote {Path(args.out) / 'alanine' / 'report.md'}")
+        return 0
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     reproduce(
         args.example,
@@ -387,13 +393,18 @@ def add_commands(sub) -> None:
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("reproduce", help="reproduce a paper example end to end")
-    s.add_argument("example", help="ex4.1 ... ex4.5, a system name, or all")
+    s.add_argument(
+        "example",
+        help="ex4.1 ... ex4.5, a system name, all, or alanine (molecular dynamics of alanine "
+        "dipeptide, needs pip install 'slowflow[md]')",
+    )
     s.add_argument("--out", required=True)
     s.add_argument("--quick", action="store_true", help="reduced sizes (about a minute)")
     s.add_argument(
         "--models",
         default=None,
-        help="comma list: default, paper, maf, nsf, coupling, gaussian, averaged",
+        help="comma list: default, memory, gaussian-net, network, paper, maf, nsf, coupling, "
+        "km, sfi, averaged",
     )
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument(

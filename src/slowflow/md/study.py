@@ -1,0 +1,564 @@
+"""``slowflow reproduce alanine``: real molecular dynamics, slowflow and an MSM side by side.
+
+Stages (each cached under the output folder; MD is never recomputed for the same settings):
+
+1. **MD** (:mod:`slowflow.md.alanine`): training bursts from restrained starts on a grid
+   over the Ramachandran plane, long unbiased runs (the stationary reference), and
+   ensembles of runs from two fixed starts (the relaxation reference).
+2. **The observation step**: the closed-form map is fitted to the bursts subsampled at each
+   Delta of ``deltas_ps`` and checked on held-out bursts; the smallest Delta whose map is
+   calibrated is used (the largest one if none is).
+3. **Models** at that Delta from the same bursts: slowflow's default and its map with memory
+   chosen from the data, the Kramers-Moyal baseline, and a Markov state model
+   (:mod:`slowflow.md.msm`) at the lag whose slowest implied timescale has converged.
+4. **Comparison with MD**: the stationary free-energy surface (RMS difference in kT over
+   the grid cells holding >= 1 % of MD's mass, after removing the mean difference, since a
+   free energy is defined up to a constant), the basin populations, the relaxation time
+   of the alpha_L population (the lag at which the autocorrelation of 1[phi > 0] falls to
+   1/e, with a block-bootstrap 95 % interval for MD), and the relaxation of the ensembles
+   from the fixed starts (W1 on the circle of each dihedral over time; the MSM is defined at
+   multiples of its lag only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..data import Trajectories, declare_periodic
+from . import require
+from .alanine import MDConfig, run_jobs, start_configuration
+from .msm import (
+    BASINS,
+    basin_fractions,
+    ck_test,
+    fit_msm,
+    histogram,
+    implied_timescales,
+    propagate,
+    sample_cells,
+    states,
+    stationary,
+)
+
+NAMES = ("phi", "psi")
+RANGE = (-math.pi, math.pi)
+
+
+@dataclass(frozen=True)
+class AlanineConfig:
+    """Sizes of the study (defaults: the full run, about 35 ns of MD)."""
+
+    grid: int = 12  # burst starts per angle (grid points over the Ramachandran plane)
+    reps: int = 6  # bursts per grid point
+    burst_ps: float = 10.0
+    long_runs: int = 4
+    long_ns: float = 5.0
+    fixed_starts: tuple = ((-1.4, 2.6), (1.0, 0.6))  # (phi, psi): beta and alpha_L
+    fixed_runs: int = 100
+    fixed_ps: float = 20.0
+    deltas_ps: tuple = (0.1, 0.5, 1.0, 2.0)
+    msm_bins: int = 12
+    msm_lags_ps: tuple = (0.5, 1.0, 2.0, 5.0)
+    rollout_paths: int = 200
+    rollout_ns: float = 20.0
+    relax_paths: int = 2000
+    workers: int = 2
+    seed: int = 0
+
+    def key(self, *names) -> str:
+        d = asdict(self)
+        blob = json.dumps({n: d[n] for n in names}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:8]
+
+
+QUICK = AlanineConfig(
+    grid=3,
+    reps=1,
+    burst_ps=2.0,
+    long_runs=2,
+    long_ns=0.02,
+    fixed_runs=8,
+    fixed_ps=2.0,
+    deltas_ps=(0.1, 0.2),
+    msm_bins=6,
+    msm_lags_ps=(0.1, 0.2),
+    rollout_paths=20,
+    rollout_ns=0.05,
+    relax_paths=200,
+)
+
+
+def _log(msg: str) -> None:
+    print(f"[alanine] {msg}", flush=True)
+
+
+def _traj(x: np.ndarray, dt: float, meta=None) -> Trajectories:
+    data = Trajectories(x=x, dt=dt, names=NAMES, meta=dict(meta or {}))
+    return declare_periodic(data, NAMES, "alanine MD", RANGE)
+
+
+def generate_md(cfg: AlanineConfig, md: MDConfig, folder: Path) -> dict:
+    """The MD of the study (cached): bursts, long runs, fixed-start ensembles, as
+    Trajectories at the save step, and the measured cost."""
+    folder.mkdir(parents=True, exist_ok=True)
+    k = cfg.key("grid", "reps", "burst_ps", "long_runs", "long_ns", "fixed_starts",
+                "fixed_runs", "fixed_ps", "seed") + hashlib.sha1(
+        json.dumps(asdict(md), sort_keys=True).encode()).hexdigest()[:6]  # fmt: skip
+    path = folder / f"md_{k}.npz"
+    info_path = folder / f"md_{k}.json"
+    if path.exists() and info_path.exists():
+        _log(f"reuse MD: {path}")
+        z = np.load(path)
+        info = json.loads(info_path.read_text())
+        dt = md.save_ps
+        fixed = [_traj(z[f"fixed{i}"], dt) for i in range(len(cfg.fixed_starts))]
+        return {"bursts": _traj(z["bursts"], dt), "long": _traj(z["long"], dt), "fixed": fixed,
+                "info": info}  # fmt: skip
+    grid = (np.arange(cfg.grid) + 0.5) / cfg.grid * 2 * math.pi - math.pi
+    n_burst = int(round(cfg.burst_ps / md.save_ps)) + 1
+    n_long = int(round(cfg.long_ns * 1000 / md.save_ps)) + 1
+    n_fixed = int(round(cfg.fixed_ps / md.save_ps)) + 1
+    per_burst = cfg.burst_ps + md.equilibrate_ps
+    jobs = []
+    for i, phi in enumerate(grid):
+        for j, psi in enumerate(grid):
+            seed = cfg.seed * 100_000 + i * cfg.grid + j + 1
+            jobs.append(("burst", f"b{i}_{j}", seed, ((phi, psi), n_burst, cfg.reps),
+                         cfg.reps * per_burst))  # fmt: skip
+    for r in range(cfg.long_runs):
+        jobs.append(("long", f"l{r}", cfg.seed * 100_000 + 50_000 + r, (n_long,),
+                     cfg.long_ns * 1000 + 10.0))  # fmt: skip
+    for s, start in enumerate(cfg.fixed_starts):
+        pos = start_configuration(md, start, seed=cfg.seed + 7 + s)
+        per = max(1, cfg.fixed_runs // max(1, cfg.workers))
+        for c, r0 in enumerate(range(0, cfg.fixed_runs, per)):
+            n = min(per, cfg.fixed_runs - r0)
+            jobs.append(("fixed", f"f{s}_{c}", cfg.seed * 100_000 + 70_000 + 100 * s + c,
+                         (pos, n, n_fixed), n * cfg.fixed_ps))  # fmt: skip
+    # the long jobs first, so that the workers stay busy until the end
+    jobs.sort(key=lambda j: -j[4])
+    out = run_jobs(jobs, md, cfg.workers, "alanine MD")
+    bursts = np.concatenate([out[j[1]] for j in jobs if j[0] == "burst"])
+    longs = np.concatenate([out[j[1]] for j in jobs if j[0] == "long"])
+    fixed = [
+        np.concatenate([out[j[1]] for j in sorted(jobs, key=lambda j: j[1])
+                        if j[0] == "fixed" and j[1].startswith(f"f{s}_")])
+        for s in range(len(cfg.fixed_starts))
+    ]  # fmt: skip
+    info = {
+        "ns": out["_ns"],
+        "seconds": out["_seconds"],
+        "ns_per_day": out["_ns"] / out["_seconds"] * 86400,
+        "workers": cfg.workers,
+        "md": asdict(md),
+        "fixed_start_angles": [[float(v) for v in f[0, 0]] for f in fixed],
+    }
+    _log(f"MD: {info['ns']:.2f} ns in {info['seconds']:.0f} s ({info['ns_per_day']:.0f} ns/day "
+         f"on {cfg.workers} workers)")  # fmt: skip
+    arrays = {"bursts": bursts, "long": longs, **{f"fixed{i}": f for i, f in enumerate(fixed)}}
+    from .._io import atomic_write
+
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    info_path.write_text(json.dumps(info, indent=2))
+    dt = md.save_ps
+    return {"bursts": _traj(bursts, dt), "long": _traj(longs, dt),
+            "fixed": [_traj(f, dt) for f in fixed], "info": info}  # fmt: skip
+
+
+def subsample(data: Trajectories, every: int) -> Trajectories:
+    return _traj(data.x[:, ::every], data.dt * every)
+
+
+def _split(data: Trajectories, seed: int, frac: float = 0.2):
+    rng = np.random.default_rng([seed, 3])
+    perm = rng.permutation(data.n_traj)
+    n_held = max(1, int(round(frac * data.n_traj)))
+    return data.subset(np.sort(perm[n_held:])), data.subset(np.sort(perm[:n_held]))
+
+
+def delta_sweep(bursts: Trajectories, cfg: AlanineConfig, seed: int) -> list[dict]:
+    """Per Delta: the closed-form map fitted to 80 % of the bursts and checked on the rest."""
+    from ..evaluate.calibration import check_calibration
+    from ..train import fit
+
+    rows = []
+    for delta in cfg.deltas_ps:
+        every = int(round(delta / bursts.dt))
+        sub = subsample(bursts, every)
+        if sub.n_obs < 4:
+            continue
+        train, held = _split(sub, seed)
+        model = fit(train, None, seed=seed, progress=False)
+        lead = int(min(10, sub.n_obs - 2))
+        res = check_calibration(model, held, max_lead=lead, n_starts=2000, n_members=50, seed=seed)
+        rows.append(
+            {
+                "delta_ps": float(delta),
+                "calibrated": bool(res.calibrated),
+                "max_lead": lead,
+                "dispersion": [float(v) for v in np.abs(res.pit_dispersion - 1).max(0)],
+                "bias": [float(v) for v in np.abs(res.pit_bias).max(0)],
+                "reasons": res.reasons,
+            }
+        )
+        _log(f"Delta {delta:g} ps: {'calibrated' if res.calibrated else 'flagged'} "
+             f"(max |12Var(PIT) - 1| {max(rows[-1]['dispersion']):.3f})")  # fmt: skip
+    return rows
+
+
+def choose_delta(rows: list[dict]) -> float:
+    ok = [r["delta_ps"] for r in rows if r["calibrated"]]
+    return min(ok) if ok else max(r["delta_ps"] for r in rows)
+
+
+def choose_lag(its: dict, tol: float = 0.1) -> int:
+    """The smallest lag whose slowest implied timescale is within ``tol`` of the next
+    lag's (converged); the largest lag if none is."""
+    lags = sorted(its)
+    for a, b in zip(lags, lags[1:]):
+        ta, tb = its[a][0], its[b][0]
+        if ta > 0 and abs(tb - ta) / tb <= tol:
+            return a
+    return lags[-1]
+
+
+def fes_rms(p_model: np.ndarray, p_md: np.ndarray, mass: float = 0.01) -> float:
+    """RMS difference of -log p (kT) over cells holding >= ``mass`` of MD's probability,
+    the mean difference removed (free energies are defined up to a constant); cells where
+    the model has no mass count as 10 kT apart."""
+    cells = p_md >= mass
+    with np.errstate(divide="ignore"):
+        diff = -np.log(np.where(p_model[cells] > 0, p_model[cells], np.nan)) + np.log(p_md[cells])
+    diff = np.where(np.isfinite(diff), diff, 10.0)
+    diff = diff - diff.mean()
+    return float(np.sqrt(np.mean(diff**2)))
+
+
+def _indicator_acf(x: np.ndarray, max_lag: int) -> np.ndarray:
+    """Normalized autocorrelation (max_lag + 1,) of 1[phi > 0] pooled over trajectories
+    (n, L, 2), with the pooled mean and variance."""
+    f = (x[..., 0] >= 0).astype(float)
+    m, v = f.mean(), f.var()
+    if v <= 0:
+        return np.full(max_lag + 1, np.nan)
+    g = f - m
+    return np.array([np.mean(g[:, : g.shape[1] - k] * g[:, k:]) / v for k in range(max_lag + 1)])
+
+
+def relaxation_time(acf: np.ndarray, dt: float) -> float:
+    """The lag (in time units) at which an autocorrelation falls to 1/e (interpolated)."""
+    below = np.flatnonzero(acf < 1 / math.e)
+    if below.size == 0 or below[0] == 0:
+        return float("nan")
+    k = below[0]
+    a, b = acf[k - 1], acf[k]
+    return float(dt * (k - 1 + (a - 1 / math.e) / (a - b)))
+
+
+def md_relaxation(long: Trajectories, dt_ps: float, max_ps: float, seed: int):
+    """MD's alpha_L relaxation time with a 95 % block-bootstrap interval (blocks of 1 ns)."""
+    every = int(round(dt_ps / long.dt))
+    x = long.x[:, ::every]
+    max_lag = int(max_ps / dt_ps)
+    tau = relaxation_time(_indicator_acf(x, max_lag), dt_ps)
+    block = min(x.shape[1], max(max_lag + 1, int(1000.0 / dt_ps)))
+    blocks = [
+        x[i, s : s + block]
+        for i in range(x.shape[0])
+        for s in range(0, x.shape[1] - block + 1, block)
+    ]
+    rng = np.random.default_rng([seed, 5])
+    boot = []
+    for _ in range(200 if len(blocks) > 1 else 0):
+        pick = rng.integers(0, len(blocks), len(blocks))
+        acf = _indicator_acf(np.stack([blocks[i] for i in pick]), max_lag)
+        boot.append(relaxation_time(acf, dt_ps))
+    boot = np.array([b for b in boot if np.isfinite(b)])
+    ci = (
+        [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+        if boot.size > 10
+        else [float("nan")] * 2
+    )
+    return tau, ci, len(blocks)
+
+
+def msm_relaxation(msm, n_bins: int, lag_ps: float, max_ps: float) -> float:
+    """The MSM's alpha_L relaxation time: the same 1/e lag of its exact autocorrelation of
+    1[phi > 0] (cell centres), at multiples of its lag."""
+    centers = (np.arange(n_bins) + 0.5) / n_bins * 2 * math.pi - math.pi
+    phi_of_cell = np.repeat(centers, n_bins)
+    f = (phi_of_cell[msm.count_model.state_symbols] >= 0).astype(float)
+    pi = msm.stationary_distribution
+    m = pi @ f
+    v = pi @ (f - m) ** 2
+    g = f - m
+    t = msm.transition_matrix
+    acf, vec = [], g.copy()
+    for _ in range(int(max_ps / lag_ps) + 1):
+        acf.append(float(pi @ (g * vec)) / v if v > 0 else float("nan"))
+        vec = t @ vec
+    return relaxation_time(np.array(acf), lag_ps)
+
+
+def reproduce_alanine(out, quick: bool = False, seed: int = 0, workers: int | None = None) -> dict:
+    """Run the whole study; writes ``OUT/alanine/metrics.json``, ``report.md`` and figures."""
+    from .alanine import _quiet_import
+
+    require("openmm")
+    _quiet_import("openmmtools")
+    require("deeptime")
+    from ..baselines import fit_kramers_moyal
+    from ..evaluate.metrics import w1_marginals
+    from ..evaluate.report import write_json
+    from ..rollout import simulate
+    from ..selection import fit_memory_auto
+    from ..train import fit
+
+    cfg = replace(QUICK if quick else AlanineConfig(), seed=int(seed))
+    if workers is not None:
+        cfg = replace(cfg, workers=int(workers))
+    md = MDConfig()
+    folder = Path(out) / "alanine"
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = generate_md(cfg, md, folder)
+    bursts, long = data["bursts"], data["long"]
+    sweep = delta_sweep(bursts, cfg, seed)
+    delta = choose_delta(sweep)
+    every = int(round(delta / bursts.dt))
+    train = subsample(bursts, every)
+    _log(f"observation step Delta = {delta:g} ps ({train.n_traj} bursts x {train.n_obs} obs)")
+    models = {"slowflow": fit(train, None, seed=seed, progress=False)}
+    models["slowflow memory"] = fit_memory_auto(train, None, progress=False)
+    from ..errors import ConfigError
+
+    try:
+        km = fit_kramers_moyal(train, n_grid=72)  # 5-degree cells
+    except ConfigError as exc:  # the quick run's few bursts
+        _log(f"Kramers-Moyal skipped: {exc}")
+        km = None
+    # the MSM: from the bursts at the save step, at the lag whose slowest timescale converged
+    runs = [b[: int(n)] for b, n in zip(bursts.x, bursts.lengths, strict=True)]
+    lags = [max(1, int(round(lag / bursts.dt))) for lag in cfg.msm_lags_ps]
+    its = implied_timescales(runs, lags, cfg.msm_bins)
+    lag = choose_lag(its)
+    msm = fit_msm(runs, lag, cfg.msm_bins)
+    lag_ps = lag * bursts.dt
+    ck = ck_test(runs, lag, cfg.msm_bins, multiples=(1, 2, 3), n_sets=min(3, msm.n_states - 1))
+    _log(
+        f"MSM: {msm.n_states} states, lag {lag_ps:g} ps, slowest timescale {its[lag][0] * bursts.dt:.1f} ps"
+    )
+
+    # stationary laws
+    burn = int(round(10.0 / long.dt))  # the long runs' first 10 ps
+    md_points = long.x[:, burn:].reshape(-1, 2)
+    p_md = histogram(md_points, cfg.msm_bins)
+    n_roll = int(round(cfg.rollout_ns * 1000 / delta))
+    rng = np.random.default_rng([seed, 9])
+    starts = train.x[rng.integers(0, train.n_traj, cfg.rollout_paths), 0]
+    stat, roll = {}, {}
+    baselines = [("kramers-moyal", km)] if km is not None else []
+    for name, m in (*models.items(), *baselines):
+        if name == "kramers-moyal":
+            paths = m.simulate(starts, n_roll, seed=seed + 11)
+        else:
+            paths = simulate(m, starts, n_roll, seed=seed + 11, progress=False)
+        roll[name] = paths
+        skip = min(paths.shape[1] // 2, int(round(1000.0 / delta)))
+        stat[name] = paths[:, skip:].reshape(-1, 2)
+    p_src = {name: histogram(v, cfg.msm_bins) for name, v in stat.items()}
+    p_src["MSM"] = stationary(msm, cfg.msm_bins)
+    cells = states(md_points, cfg.msm_bins)
+    sources = [*models, *(n for n, _ in baselines), "MSM"]
+    table = {}
+    pops_md = basin_fractions(md_points)
+    max_ps = min(2000.0, cfg.long_ns * 1000 / 4)
+    tau_md, ci_md, n_blocks = md_relaxation(long, delta, max_ps, seed)
+    for name in sources:
+        if name == "MSM":
+            samples = sample_cells(p_src["MSM"], md_points, cells, 200_000, seed)
+            tau = msm_relaxation(msm, cfg.msm_bins, lag_ps, max_ps)
+        else:
+            samples = stat[name]
+            x = roll[name][:, min(roll[name].shape[1] // 2, int(round(1000.0 / delta))) :]
+            tau = relaxation_time(_indicator_acf(x, int(max_ps / delta)), delta)
+        pops = basin_fractions(samples)
+        table[name] = {
+            "fes_rms_kT": fes_rms(p_src[name], p_md),
+            "populations": pops,
+            "population_rel_error": {
+                b: (pops[b] - pops_md[b]) / pops_md[b] if pops_md[b] > 0 else None for b in BASINS
+            },
+            "relaxation_ps": tau,
+            "relaxation_in_md_ci": bool(ci_md[0] <= tau <= ci_md[1]) if np.isfinite(tau) else False,
+        }
+    # relaxation from the fixed starts
+    relax = {}
+    for s, ens in enumerate(data["fixed"]):
+        ref = ens.x[:, ::every]
+        n_steps = ref.shape[1] - 1
+        x0 = ref[0, 0]
+        curves = {}
+        for name, m in (*models.items(), *baselines):
+            if name == "kramers-moyal":
+                pred = m.simulate(x0, n_steps, cfg.relax_paths, seed=seed + 21)
+            else:
+                pred = simulate(m, x0, n_steps, cfg.relax_paths, seed=seed + 21, progress=False)
+            curves[name] = w1_marginals(pred, ref, [RANGE, RANGE])
+        n_lag = int(n_steps * delta / lag_ps)
+        dist = propagate(msm, x0, n_lag, cfg.msm_bins)
+        msm_w1 = []
+        for k in range(n_lag + 1):
+            pts = sample_cells(dist[k], md_points, cells, cfg.relax_paths, seed + k)
+            idx = int(round(k * lag_ps / delta))
+            msm_w1.append(w1_marginals(pts[:, None], ref[:, idx : idx + 1], [RANGE, RANGE])[0])
+        msm_times = [k * lag_ps for k in range(n_lag + 1)]
+        on_msm = [int(round(t / delta)) for t in msm_times if t > 0]
+        relax[f"start {s}"] = {
+            "x0": [float(v) for v in x0],
+            "times_ps": [k * delta for k in range(n_steps + 1)],
+            "w1": {k: v.tolist() for k, v in curves.items()},
+            "msm_times_ps": msm_times,
+            "msm_w1": [list(map(float, v)) for v in msm_w1],
+            "time_avg_w1_where_msm_defined": {
+                **{k: [float(c) for c in v[on_msm].mean(0)] for k, v in curves.items()},
+                "MSM": [float(c) for c in np.mean(msm_w1[1:], 0)] if len(msm_w1) > 1 else None,
+            },
+            "time_avg_w1": {k: [float(c) for c in v[1:].mean(0)] for k, v in curves.items()},
+        }
+    results = {
+        "config": asdict(cfg),
+        "md": data["info"],
+        "delta_sweep": sweep,
+        "delta_ps": delta,
+        "memory_chosen": models["slowflow memory"].history["memory_selection"]["chosen"],
+        "msm": {
+            "lag_ps": lag_ps,
+            "n_states": int(msm.n_states),
+            "bins": cfg.msm_bins,
+            "implied_timescales_ps": {
+                str(k * bursts.dt): [t * bursts.dt for t in v] for k, v in its.items()
+            },
+            "ck_test": ck,
+        },  # fmt: skip
+        "md_reference": {
+            "populations": pops_md,
+            "relaxation_ps": tau_md,
+            "relaxation_ci95": ci_md,
+            "bootstrap_blocks": n_blocks,
+            "frames": int(md_points.shape[0]),
+        },  # fmt: skip
+        "comparison": table,
+        "relaxation": relax,
+        "seconds": time.perf_counter() - t0,
+    }
+    figs = _figures(folder, md_points, stat, p_src, relax, its, bursts.dt, cfg)
+    results["figures"] = figs
+    write_json(results, folder / "metrics.json")
+    _report(results, folder / "report.md")
+    _log(f"done in {results['seconds']:.0f} s -> {folder / 'report.md'}")
+    return results
+
+
+def _figures(folder, md_points, stat, p_src, relax, its, dt, cfg) -> list[str]:
+    from ..evaluate import plots
+
+    samples = {"MD": md_points, **{k: v for k, v in stat.items() if k != "kramers-moyal"}}
+    rng = np.random.default_rng(0)
+    cells = states(md_points, cfg.msm_bins)
+    samples["MSM"] = sample_cells(p_src["MSM"], md_points, cells, 200_000, 1)
+    samples = {k: v[rng.permutation(len(v))[:400_000]] for k, v in samples.items()}
+    names = []
+    fig = plots.free_energy_2d(samples, (RANGE, RANGE), bins=36, names=("phi (rad)", "psi (rad)"))
+    names.append(plots.save_figure(fig, folder / "free_energy.png").name)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6 * len(relax)), layout="constrained")
+    axes = fig.subplots(len(relax), 2, squeeze=False)
+    for r, (label, rel) in enumerate(relax.items()):
+        for c in range(2):
+            ax = axes[r, c]
+            for name, w in rel["w1"].items():
+                ax.plot(rel["times_ps"][1:], np.asarray(w)[1:, c], label=name)
+            ax.plot(rel["msm_times_ps"][1:], np.asarray(rel["msm_w1"])[1:, c], "o-", label="MSM")
+            ax.set_title(f"{label} {tuple(round(v, 2) for v in rel['x0'])}: {NAMES[c]}")
+            ax.set_xlabel("time (ps)")
+            ax.set_ylabel("W1 to MD (rad, on the circle)")
+            ax.legend(fontsize=7)
+    names.append(plots.save_figure(fig, folder / "relaxation.png").name)
+    fig = Figure(figsize=(5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    lags = sorted(its)
+    for i in range(len(its[lags[0]])):
+        ax.plot(
+            [lag * dt for lag in lags], [its[lag][i] * dt for lag in lags], "o-", label=f"t{i + 2}"
+        )
+    ax.set_xlabel("lag (ps)")
+    ax.set_ylabel("implied timescale (ps)")
+    ax.set_yscale("log")
+    ax.legend()
+    names.append(plots.save_figure(fig, folder / "implied_timescales.png").name)
+    return names
+
+
+def _report(r: dict, path: Path) -> None:
+    from .._io import atomic_write
+
+    md = r["md"]
+    lines = [
+        "# Alanine dipeptide: MD, slowflow and an MSM\n",
+        f"MD: {md['ns']:.2f} ns in {md['seconds']:.0f} s, {md['ns_per_day']:.0f} ns/day on "
+        f"{md['workers']} worker(s) (OpenMM CPU, 1 thread each; {md['md']['timestep_fs']:g} fs, "
+        f"hydrogen mass {md['md']['hydrogen_mass']} amu). Observation step chosen by "
+        f"calibration: Delta = {r['delta_ps']:g} ps. Memory chosen: {r['memory_chosen']}. "
+        f"MSM: {r['msm']['n_states']} states on a {r['msm']['bins']}x{r['msm']['bins']} grid, "
+        f"lag {r['msm']['lag_ps']:g} ps.\n",
+        "| Delta (ps) | calibrated | max abs(12Var(PIT) - 1) (phi, psi) |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {s['delta_ps']:g} | {s['calibrated']} | {', '.join(f'{v:.3f}' for v in s['dispersion'])} |"
+        for s in r["delta_sweep"]
+    ]
+    ref = r["md_reference"]
+    lines += [
+        "",
+        f"MD reference: populations {', '.join(f'{k} {v:.3f}' for k, v in ref['populations'].items())}; "
+        f"alpha_L relaxation time {ref['relaxation_ps']:.1f} ps (95 % interval "
+        f"{ref['relaxation_ci95'][0]:.1f}-{ref['relaxation_ci95'][1]:.1f} ps, {ref['bootstrap_blocks']} blocks).\n",
+        "| source | FES RMS (kT, cells >= 1 % mass) | beta | alpha_R | alpha_L | alpha_L relaxation (ps) | in MD's 95 % interval |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in r["comparison"].items():
+        p = row["populations"]
+        lines.append(
+            f"| {name} | {row['fes_rms_kT']:.2f} | {p['beta']:.3f} | {p['alpha_R']:.3f} | "
+            f"{p['alpha_L']:.3f} | {row['relaxation_ps']:.1f} | {row['relaxation_in_md_ci']} |"
+        )
+    lines += [
+        "",
+        "| start | source | time-avg W1 where the MSM is defined (phi, psi) | over all times |",
+        "|---|---|---|---|",
+    ]
+    for label, rel in r["relaxation"].items():
+        for name, v in rel["time_avg_w1_where_msm_defined"].items():
+            allt = rel["time_avg_w1"].get(name)
+            lines.append(
+                f"| {label} | {name} | {', '.join(f'{c:.3f}' for c in v) if v else '-'} | "
+                f"{', '.join(f'{c:.3f}' for c in allt) if allt else '-'} |"
+            )
+    lines += ["", "## Figures", *[f"![{f}]({f})" for f in r["figures"]]]
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n")
+
+
+__all__ = ["AlanineConfig", "QUICK", "reproduce_alanine"]
