@@ -281,3 +281,15 @@ def test_fitted_model_with_numpy_metadata_round_trips(small_ou, tmp_path):
     model = _fit(data, "gaussian-net", epochs=1, batch_size=128)
     loaded = load_model(save_model(model, tmp_path / "meta.pt"))
     assert loaded.meta["data_meta"]["noise"] == pytest.approx(0.3)
+
+
+def test_fit_leaves_the_callers_torch_state_alone(small_ou):
+    """fit seeds torch and may set its thread count, inside a forked RNG and a restored
+    thread count: the caller's next random draw and thread count are unchanged (exact)."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    threads = torch.get_num_threads()
+    fit(small_ou, "gaussian-net", epochs=1, batch_size=128, threads=1, progress=False)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads

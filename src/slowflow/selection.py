@@ -148,7 +148,8 @@ def fit_memory_auto(
         fields override it, the others (``checkpoint``, ``stop_flag``, ...) go to the
         final :func:`~slowflow.train.fit`.
     max_memory, max_skip : int
-        The largest K and skip tried.
+        The largest K and skip tried (fewer where the bursts are too short: every
+        candidate is scored on targets after the largest window and skip).
     z : float
         How many standard errors of the paired difference a candidate must win by.
 
@@ -173,12 +174,15 @@ def fit_memory_auto(
     else:
         target = model_config
     train, _ = split_by_trajectory(data, cfg.val_fraction, seed=cfg.seed)
-    need = int(max_memory) + int(max_skip) + 2
-    if int(train.lengths.max()) <= need:
+    # short bursts: fewer candidates (each needs a window, a target and a scored target)
+    room = int(train.lengths.max()) - 3
+    if room < 1:
         raise ConfigError(
-            f"--memory auto needs bursts of more than {need} observations (memory up to "
-            f"{max_memory}, skip up to {max_skip}); give a fixed --memory K"
+            f"--memory auto needs bursts of at least 4 observations, the longest has "
+            f"{int(train.lengths.max())}; give a fixed --memory K"
         )
+    max_memory = min(int(max_memory), room)
+    max_skip = min(int(max_skip), room - max_memory)
     screen = _Screen(
         _screen_data(train, max_memory, max_skip, cfg.seed), max_memory, max_skip, cfg.seed
     )

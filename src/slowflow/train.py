@@ -307,6 +307,21 @@ def _process_group(cfg: TrainConfig):
             dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def _caller_state(cfg: TrainConfig):
+    """Run with ``cfg.threads`` torch threads and a forked torch RNG: the caller's global
+    random state and thread count are as they were afterwards, whatever fit did."""
+    threads = torch.get_num_threads()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+
 def _init_distributed(cfg: TrainConfig) -> _Dist:
     """Join the process group that ``torchrun`` describes in the environment.
 
@@ -784,9 +799,7 @@ def fit(
             resume_state, requested_model, train_config, overrides, cfg, memory
         )
 
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    with _process_group(cfg) as dctx:
+    with _caller_state(cfg), _process_group(cfg) as dctx:
         device = _device(cfg, dctx)
         if dctx.world > cfg.batch_size:
             raise ConfigError(
