@@ -25,7 +25,7 @@ from slowflow.model.config import get_preset
 from slowflow.model.flowmap import FlowMap
 from slowflow.rollout import simulate, simulate_to_trajectories_file
 from slowflow.simulate import simulate_bursts
-from slowflow.train import TrainConfig, _Schedule, fit
+from slowflow.train import Schedule, TrainConfig, fit
 
 pytestmark = [
     pytest.mark.usefixtures("torch_one_thread"),
@@ -169,13 +169,13 @@ def test_text_and_matlab_files_are_sized_before_reading(tmp_path, monkeypatch):
 def test_budget_governs_the_warmup():
     """--epochs 1e9 --max-minutes 0.1: the warm-up is 2 % of the 6 s budget (0.12 s), not
     of 10^9 epochs; without a budget the step-based schedule is unchanged."""
-    sched = _Schedule(TrainConfig(epochs=10**9, max_minutes=0.1), steps_per_epoch=10)
+    sched = Schedule(TrainConfig(epochs=10**9, max_minutes=0.1), steps_per_epoch=10)
     assert sched(5, elapsed=0.0) < 1e-6
     assert sched(5, elapsed=0.06) == pytest.approx(0.5)
     assert sched(50, elapsed=0.12) == pytest.approx(1.0, abs=1e-6)
     assert sched(60, elapsed=6.0) == pytest.approx(0.01)
     assert sched.warmed_up(60, 0.12) and not sched.warmed_up(60, 0.1)
-    plain = _Schedule(TrainConfig(epochs=10), steps_per_epoch=10)  # warm-up: 2 steps
+    plain = Schedule(TrainConfig(epochs=10), steps_per_epoch=10)  # warm-up: 2 steps
     assert [plain(0), plain(1)] == [0.5, 1.0]
 
 

@@ -293,3 +293,17 @@ def test_fit_leaves_the_callers_torch_state_alone(small_ou):
     fit(small_ou, "gaussian-net", epochs=1, batch_size=128, threads=1, progress=False)
     assert torch.equal(torch.rand(3), expected)
     assert torch.get_num_threads() == threads
+
+
+def test_train_fine_tunes_an_existing_model(small_ou):
+    """train(model, data) trains the weights of a fitted model further (its closed-form
+    drift untouched) and records a fresh history; a model without weights is refused."""
+    from slowflow.train import train
+
+    model = _fit(small_ou, "gaussian-net", epochs=1, batch_size=128)
+    coef = model.basis_coef.clone()
+    tuned = train(model, small_ou, epochs=2, batch_size=128, threads=1, progress=False)
+    assert tuned is model and tuned.history["epoch"] == [0, 1]
+    assert torch.equal(tuned.basis_coef, coef)
+    with pytest.raises(ConfigError, match="no weights to train"):
+        train(_fit(small_ou, "gaussian"), small_ou)

@@ -40,6 +40,7 @@ _API = {
     "fit": "slowflow.train",
     "fit_memory_auto": "slowflow.selection",
     "make_windows": "slowflow.data",
+    "declare_periodic": "slowflow.data",
     "drift_diffusion": "slowflow.rollout",
     "save_model": "slowflow.model.io",
     "load_model": "slowflow.model.io",

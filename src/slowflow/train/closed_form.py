@@ -1,0 +1,133 @@
+"""The closed-form stages of a model: the basis drift, the covariance, the history bank, and
+the finished model when nothing is left to train."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..errors import TrainingError
+from ..model.basis import WEIGHT_FLOOR
+from ..model.config import ModelConfig
+from ..model.flowmap import FlowMap
+from .config import TrainConfig
+from .distributed import all_reduce
+from .prepare import Prepared
+from .results import kstep, meta_of, nll_sum
+
+
+def fit_closed_form(config: ModelConfig, prep: Prepared, cfg: TrainConfig):
+    """The closed-form stages of a model from the training pairs: (drift, covariance), each
+    a fit or None.
+
+    Basis drift by feasible GLS (:func:`~slowflow.model.basis.fit_drift`). With a
+    closed-form scale: the covariance of its residuals
+    (:func:`~slowflow.model.covariance.fit_covariance`), the drift fitted again weighted by
+    the inverse of that covariance's diagonal, and the covariance of the final residuals.
+    """
+    from ..model.basis import fit_drift
+    from ..model.covariance import fit_covariance
+
+    if not config.uses_basis or prep.drift_sample is None:
+        return None, None
+    h, x1, groups = prep.drift_sample
+    x0, z = condition_parts(h, config.memory, prep.periods)
+    dt, seed, deg = prep.dt, cfg.seed, config.basis_degree
+    drift = fit_drift(x0, x1, dt, groups, degree=deg, seed=seed, context=z)
+    if not config.uses_basis_scale:
+        return drift, None
+    for final in (False, True):
+        resid = x1 - x0 - dt * drift.drift(z)
+        cov = fit_covariance(resid, dt, z, groups, degree=config.scale_degree, seed=seed)
+        if final:
+            return drift, cov
+        var = np.einsum("nii->ni", cov.sigma(z))
+        # floored like the residual weights: a covariance that nearly vanishes somewhere
+        # must not let a few pairs carry the fit
+        var = np.maximum(var, WEIGHT_FLOOR * var.mean(0))
+        drift = fit_drift(x0, x1, dt, groups, degree=deg, weights=1.0 / var, seed=seed, context=z)
+    raise AssertionError("unreachable")
+
+
+def condition_parts(h: np.ndarray, memory: int, periods=None) -> tuple[np.ndarray, np.ndarray]:
+    """(x_n, coordinates) of conditions: (N, d) for K = 0, windows (N, K + 1, d); periodic
+    variables (``periods``: (lo, hi) or None per variable) enter through cos and sin."""
+    from ..model.flowmap import window_coords
+
+    x0 = h if memory == 0 else h[:, -1]
+    per = [j for j, r in enumerate(periods or []) if r is not None]
+    if not per:
+        return x0, window_coords(h, memory)
+    lo = np.array([r[0] if r else 0.0 for r in periods])
+    period = np.array([r[1] - r[0] if r else 1.0 for r in periods])
+    return x0, window_coords(h, memory, per, lo, period)
+
+
+#: Training windows a map with memory keeps to draw rollout histories from.
+HISTORY_BANK = 20_000
+
+
+def history_bank(h: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 11])
+    keep = rng.choice(h.shape[0], min(HISTORY_BANK, h.shape[0]), replace=False)
+    return h[np.sort(keep)]
+
+
+def closed_form_model(
+    model, prep, cfg, preset_name, device, dctx, fits, seconds, stop_flag=None
+) -> FlowMap:
+    """Finish a model whose every stage was fitted in closed form: its validation scores,
+    history and meta (no epochs, no checkpoints: a refit takes seconds)."""
+    model.eval()
+    tv0 = torch.as_tensor(prep.v0[dctx.rank :: dctx.world], dtype=torch.float32, device=device)
+    tv1 = torch.as_tensor(prep.v1[dctx.rank :: dctx.world], dtype=torch.float32, device=device)
+    n_val = int(prep.v0.shape[0])
+    val = all_reduce([nll_sum(model, tv0, tv1)], device, dctx)[0] / max(1, n_val)
+    if not math.isfinite(val):
+        raise TrainingError(
+            f"the closed-form model has no finite validation NLL ({val}); check the data"
+        )
+    history: dict = {"epoch": [], "train_nll": [], "val_nll": [], "lr": [], "seconds": []}
+    for key, fit in zip(("drift_basis", "covariance_basis"), fits):
+        if fit is not None:
+            history[key] = fit.summary()
+    stopped = stop_flag is not None and bool(stop_flag())
+    history.update(
+        initial_val_nll=val,
+        best_val_nll=val,
+        best_epoch=-1 if stopped else 0,
+        stop_reason="interrupted during the closed-form fit"
+        if stopped
+        else "closed form: drift and covariance fitted by least squares, nothing to train",
+        closed_form_seconds=seconds,
+        train_seconds=seconds,
+        n_train_pairs=int(prep.n_train),
+        n_val_pairs=n_val,
+        world_size=dctx.world,
+        lr_reached_peak=True,
+    )
+    if dctx.rank == 0 and cfg.kstep_every:
+        history["kstep"] = kstep(model, prep, cfg)
+    model.history = history
+    model.meta = meta_of(model, prep, cfg, preset_name, device, dctx)
+    return model
+
+
+def reweight_drift(model: FlowMap, prep: Prepared, cfg: TrainConfig, degree: int | None):
+    """Refit a basis drift weighted by the model's learned conditional variance (``degree``
+    None: chosen again) and store it in the model; returns the fit (None: nothing to do)."""
+    from ..model.basis import fit_drift
+
+    if not model.config.uses_basis or prep.drift_sample is None:
+        return None
+    h, x1, groups = prep.drift_sample
+    x0, z = condition_parts(h, model.memory, prep.periods)
+    var = model.conditional_variance(h)
+    weights = 1.0 / np.maximum(var, 1e-12 * var.mean(0))
+    fit = fit_drift(
+        x0, x1, prep.dt, groups, degree=degree, weights=weights, seed=cfg.seed, context=z
+    )
+    model.set_drift(fit)
+    return fit
