@@ -12,6 +12,22 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent, check=False
+        ).stdout.strip()
+    except OSError:
+        return ""
+
+
+# The code a benchmark runs is the one at its start (the commit may move while it runs):
+# recorded on import, with "+changes" when the package's sources differed from it.
+START_COMMIT = _git("rev-parse", "--short", "HEAD") + (
+    "+changes" if _git("status", "--porcelain", "--", "../src") else ""
+)
+
+
 def machine() -> dict:
     import numba
     import numpy
@@ -19,16 +35,7 @@ def machine() -> dict:
 
     import slowflow
 
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            check=False,
-        ).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = START_COMMIT
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "commit": commit,

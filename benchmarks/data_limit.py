@@ -151,6 +151,34 @@ def figure(rs: list[dict]):
     return fig
 
 
+def write_docs(out: Path) -> Path:
+    """docs/benchmarks/data-limit.md from the results of the default (and, if present, the
+    memory) runs in ``out``."""
+    import json
+
+    parts = []
+    for name, label in (("data_limit", "default"), ("data_limit_memory", "memory")):
+        path = out / f"{name}.json"
+        if not path.exists():
+            continue
+        r = json.loads(path.read_text())
+        m = r["machine"]
+        cmd = "python benchmarks/data_limit.py" + ("" if label == "default" else " --preset memory")
+        cmd += f" --examples {r['settings']['examples']} --sizes {r['settings']['sizes']}"
+        cmd += f" --seeds {r['settings']['seeds']}"
+        parts.append(
+            f"## {label}\n\nMeasured {m['date'][:10]} at commit {m['commit']} (`{cmd}`), "
+            f"{m['cpu_count']} CPU cores.\n\n" + table(r["rows"])
+        )
+    doc = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "data-limit.md"
+    head = (__doc__ or "").split("Usage::")[0].strip().splitlines()
+    intro = "\n".join(head[2:]).strip()
+    doc.write_text(
+        "# What the data allow\n\n" + intro + "\n\n" + "\n\n".join(parts), encoding="utf-8"
+    )
+    return doc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", default="ex4.2,ex4.3,ex4.4,ex4.5")
@@ -159,7 +187,15 @@ def main() -> None:
     ap.add_argument("--preset", default="default", help="a preset, or 'memory' (fit --memory auto)")
     ap.add_argument("--runs", default=str(RESULTS / "data_limit_runs"))
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="only write docs/benchmarks/data-limit.md from the results in --out",
+    )
     args = ap.parse_args()
+    if args.write_docs:
+        print(f"wrote {write_docs(Path(args.out) if args.out else RESULTS)}")
+        return
     preset = None if args.preset == "default" else args.preset
     sizes = [int(s) for s in args.sizes.split(",")]
     t0 = time.perf_counter()

@@ -41,6 +41,7 @@ import numpy as np
 
 from slowflow._io import atomic_write
 from slowflow.errors import ConfigError, DataError
+from slowflow.jsonable import json_default
 
 __all__ = [
     "READ_FORMATS",
@@ -891,14 +892,6 @@ def _load_csv(p: Path, src: str, dt: float | None) -> Trajectories:
     return Trajectories(x, dt, names, {"source": src})
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
-
-
 def save_trajectories(data: Trajectories, path: str | Path) -> None:
     """Write ``data`` to ``.npz`` (keys x, dt, names, meta) or ``.csv`` (traj,t,<names>).
 
@@ -922,7 +915,7 @@ def save_trajectories(data: Trajectories, path: str | Path) -> None:
                 raise DataError(
                     f"{src}: variable name {s!r} cannot be a CSV column (reserved: {', '.join(reserved)}; no surrounding whitespace or newlines); rename it"
                 )
-    meta_json = json.dumps(data.meta, default=_json_default)
+    meta_json = json.dumps(data.meta, default=json_default)
     try:
         with atomic_write(p) as tmp:
             if ext == ".npz":

@@ -22,6 +22,7 @@ import torch
 from ._io import atomic_open, atomic_write
 from ._limits import check_disk, check_memory
 from .errors import ConfigError
+from .jsonable import json_default
 from .model.flowmap import FlowMap
 from .model.score import sample_with as _sample
 
@@ -526,7 +527,7 @@ def simulate_to_file(
         summary = tracker.summary()
         info["meta"]["nonfinite_paths"] = summary.nonfinite_paths
         info["meta"]["outside_fraction"] = summary.outside_fraction
-        Path(tmp_json).write_text(json.dumps(info, indent=1, default=_jsonable) + "\n")
+        Path(tmp_json).write_text(json.dumps(info, indent=1, default=json_default) + "\n")
         sidecar.unlink(missing_ok=True)
     _warn_summary(summary)
     return summary
@@ -621,14 +622,6 @@ def _write_csv_stream(path: Path, chunks, dt: float, names) -> None:
                 times = [repr(t) for t in (dt * np.arange(arr.shape[1])).tolist()]
             for i, traj in enumerate(arr.astype(np.float64).tolist()):
                 w.writerows([str(b0 + i), t, *map(repr, row)] for t, row in zip(times, traj))
-
-
-def _jsonable(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
 
 
 @dataclass

@@ -37,12 +37,12 @@ from .data import (
     _ZIP_ERRORS,
     _check_dt,
     _check_names,
-    _json_default,
     _one_line,
     _split_indices,
     _time_split,
 )
 from .errors import ConfigError, DataError
+from .jsonable import json_default
 
 #: Pairs per piece when a file is opened for streaming (about 16 MB of float64 for d = 1).
 DEFAULT_BLOCK_PAIRS = 1 << 20
@@ -518,7 +518,7 @@ class TrajectoryWriter:
                 small = {
                     "dt": np.float64(self.dt),
                     "names": np.array(self.names, dtype=np.str_),
-                    "meta": np.array(json.dumps(self.meta, default=_json_default)),
+                    "meta": np.array(json.dumps(self.meta, default=json_default)),
                 }
                 for key, value in small.items():
                     with self._zip.open(f"{key}.npy", "w") as fh:

@@ -160,6 +160,7 @@ def _evaluate_streaming(args) -> int:
 
     from ..errors import ConfigError
     from . import metrics, plots
+    from .arrays import safe_ratio
     from .report import write_json
 
     if args.w1_steps < 2:
@@ -209,10 +210,10 @@ def _evaluate_streaming(args) -> int:
         out["w1"] = {
             "w1_time_avg": w1_avg,
             "floor_time_avg": floor_avg,
-            "ratio_time_avg": metrics._safe_ratio(w1_avg, floor_avg),
+            "ratio_time_avg": safe_ratio(w1_avg, floor_avg),
             "w1_at_times": w1_at,
             "floor_at_times": floor_at,
-            "ratio_at_times": metrics._safe_ratio(w1_at, floor_at),
+            "ratio_at_times": safe_ratio(w1_at, floor_at),
         }
         if d >= 2:
             joint = metrics.joint_report(

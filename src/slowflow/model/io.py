@@ -47,9 +47,9 @@ def model_payload(model: FlowMap, meta: dict | None = None) -> dict:
 def _plain(obj):
     """JSON-native copy (numpy scalars and arrays become numbers and lists), so that the
     file loads with ``weights_only=True``."""
-    from ..data import _json_default
+    from ..jsonable import json_default
 
-    return json.loads(json.dumps(obj, default=_json_default))
+    return json.loads(json.dumps(obj, default=json_default))
 
 
 def save_model(model: FlowMap, path: str | os.PathLike, meta: dict | None = None) -> Path:

@@ -89,7 +89,9 @@ def _near(ens: torch.Tensor, obs: torch.Tensor, model) -> torch.Tensor:
     period = model.period_len[periodic].to(ens.dtype)
     ens = ens.clone()
     diff = ens[..., periodic] - obs[..., periodic]
-    ens[..., periodic] = obs[..., periodic] + torch.remainder(diff + period / 2, period) - period / 2
+    ens[..., periodic] = (
+        obs[..., periodic] + torch.remainder(diff + period / 2, period) - period / 2
+    )
     return ens
 
 

@@ -248,7 +248,9 @@ class _Run:
     nan_events: int = 0
     epochs_since_best: int = 0
     t_start: float = 0.0
-    initial_is_fitted: bool = False  # fine-tuning: the start is a model to keep if no epoch beats it
+    initial_is_fitted: bool = (
+        False  # fine-tuning: the start is a model to keep if no epoch beats it
+    )
 
     @classmethod
     def start(cls, model, prep, cfg, dctx, device, preset, asked) -> _Run:
