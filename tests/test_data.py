@@ -455,7 +455,7 @@ def test_regression_fuzz_mat_reader_crash_is_isolated(tmp_path, monkeypatch):
     a one-line DataError here."""
     import scipy.io
 
-    import slowflow.data as data_module
+    import slowflow.data.files as data_module  # the MATLAB reader lives there
 
     path = tmp_path / "crash.mat"
     scipy.io.savemat(path, {"data": np.zeros((1, 4, 2))})

@@ -608,10 +608,10 @@ def _write_csv_stream(path: Path, chunks, dt: float, names) -> None:
     """The CSV layout of :func:`slowflow.save_trajectories` (traj,t,<names>), chunk by chunk."""
     import csv
 
-    from .data import _TIME_COLUMNS, _TRAJ_COLUMNS
+    from .data.files import CSV_RESERVED
 
     for s in names:
-        if s.lower() in _TRAJ_COLUMNS + _TIME_COLUMNS or s != s.strip() or "\n" in s:
+        if s.lower() in CSV_RESERVED or s != s.strip() or "\n" in s:
             raise ConfigError(f"{path}: variable name {s!r} cannot be a CSV column; use .npz")
     with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")

@@ -32,15 +32,8 @@ from typing import Any
 import numpy as np
 
 from ._io import atomic_write
-from .data import (
-    _NAN_HINT,
-    _ZIP_ERRORS,
-    _check_dt,
-    _check_names,
-    _one_line,
-    _split_indices,
-    _time_split,
-)
+from .data import NAN_HINT, check_dt, check_names, one_line, split_indices, time_split
+from .data.files import ZIP_ERRORS
 from .errors import ConfigError, DataError
 from .jsonable import json_default
 
@@ -66,7 +59,7 @@ def _npy_header(fh, src: str, where: str) -> tuple[tuple[int, ...], bool, np.dty
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{src}: {where} has no readable NumPy header ({_one_line(exc)})") from None
+        raise DataError(f"{src}: {where} has no readable NumPy header ({one_line(exc)})") from None
     return tuple(shape), bool(fortran), np.dtype(dtype), fh.tell()
 
 
@@ -88,8 +81,8 @@ def _memmap_npz(p: Path, src: str) -> tuple[np.memmap, dict[str, np.ndarray]]:
     """Memory-map member 'x' of an uncompressed .npz; read the small members normally."""
     try:
         zf = zipfile.ZipFile(p)
-    except (ValueError, *_ZIP_ERRORS) as exc:
-        raise DataError(f"{src}: truncated or corrupt .npz archive ({_one_line(exc)})") from None
+    except (ValueError, *ZIP_ERRORS) as exc:
+        raise DataError(f"{src}: truncated or corrupt .npz archive ({one_line(exc)})") from None
     with zf:
         names = {n[:-4] if n.endswith(".npy") else n: n for n in zf.namelist()}
         if "x" not in names:
@@ -111,8 +104,8 @@ def _memmap_npz(p: Path, src: str) -> tuple[np.memmap, dict[str, np.ndarray]]:
                 try:
                     with zf.open(names[key]) as fh:
                         small[key] = np.lib.format.read_array(fh, allow_pickle=False)
-                except (ValueError, *_ZIP_ERRORS) as exc:
-                    raise DataError(f"{src}: key {key!r} unreadable ({_one_line(exc)})") from None
+                except (ValueError, *ZIP_ERRORS) as exc:
+                    raise DataError(f"{src}: key {key!r} unreadable ({one_line(exc)})") from None
     with open(p, "rb") as fh:
         fh.seek(info.header_offset)
         local = fh.read(30)
@@ -222,7 +215,7 @@ class TrajectoryStore:
                 a = small["dt"]
                 if a.dtype.kind not in "iuf" or a.size != 1:
                     raise DataError(f"{src}: key 'dt' must be a single number")
-                file_dt = _check_dt(float(a.reshape(-1)[0]), f"{src}: key 'dt'")
+                file_dt = check_dt(float(a.reshape(-1)[0]), f"{src}: key 'dt'")
                 if dt is not None and not math.isclose(file_dt, dt, rel_tol=1e-9):
                     raise DataError(
                         f"{src}: key 'dt' is {file_dt!r} but dt={dt!r} was given (CLI: --dt); "
@@ -247,14 +240,14 @@ class TrajectoryStore:
             )
         if dt is None:
             raise DataError(f"{src}: no dt in the file and none given; pass dt= (CLI: --dt)")
-        dt = _check_dt(dt, f"{src}: dt")
+        dt = check_dt(dt, f"{src}: dt")
         n, n_obs, d = x.shape
         if n == 0 or d == 0 or n_obs < 2:
             raise DataError(
                 f"{src}: trajectories have shape {x.shape}; expected at least 1 trajectory, "
                 "2 observations and 1 variable"
             )
-        names = _check_names(names, d, f"{src}: key 'names'")
+        names = check_names(names, d, f"{src}: key 'names'")
         lengths, lo, hi = _scan(x, src, block_pairs, progress)
         return cls(p, x, dt, names, meta, lengths, lo, hi)
 
@@ -332,12 +325,12 @@ class TrajectoryStore:
         """Train/validation pieces, split like :func:`slowflow.data.split_by_trajectory`."""
         if self.n_traj == 1:
             length = int(self.lengths[0])
-            n_train = _time_split(length, val_fraction, str(self.path))
+            n_train = time_split(length, val_fraction, str(self.path))
             return (
                 self.pieces(np.array([0]), (0, n_train), block_pairs),
                 self.pieces(np.array([0]), (n_train, length), block_pairs),
             )
-        train_idx, val_idx = _split_indices(self.n_traj, val_fraction, seed)
+        train_idx, val_idx = split_indices(self.n_traj, val_fraction, seed)
         return self.pieces(train_idx, None, block_pairs), self.pieces(val_idx, None, block_pairs)
 
     def pair_count(self, pieces: list[Piece]) -> int:
@@ -387,7 +380,7 @@ def _scan(x: np.ndarray, src: str, block_pairs: int, progress: bool | None):
                     i, k = np.argwhere(bad)[0]
                     raise DataError(
                         f"{src}: x has a NaN at trajectory {r0 + i}, observation {t0 + k}; "
-                        f"{_NAN_HINT}"
+                        f"{NAN_HINT}"
                     )
                 first = np.where(row_nan.any(axis=1), row_nan.argmax(axis=1) + t0, n_obs)
                 newly = ~padding & row_nan.any(axis=1)
@@ -471,8 +464,8 @@ class TrajectoryWriter:
             raise ConfigError(f"TrajectoryWriter: {path}: the file must end in .npz")
         self.path = Path(path)
         self.shape = (int(n_traj), int(n_obs), int(dim))
-        self.dt = _check_dt(dt, "TrajectoryWriter: dt")
-        self.names = _check_names(names, int(dim), "TrajectoryWriter: names")
+        self.dt = check_dt(dt, "TrajectoryWriter: dt")
+        self.names = check_names(names, int(dim), "TrajectoryWriter: names")
         self.meta = dict(meta or {})
         self.dtype = np.dtype(dtype)
         self.written = 0
