@@ -36,7 +36,7 @@ import torch
 from _common import RESULTS, machine, write_json
 from slowflow import fit
 from slowflow.evaluate import metrics
-from slowflow.rollout import simulate as rollout
+from slowflow.rollout import predict as rollout
 from slowflow.simulate import simulate_bursts, simulate_ensemble, simulate_paths
 from slowflow.systems import get_system
 from slowflow.systems.ring import make_ring

@@ -23,7 +23,7 @@ import time
 import torch
 
 from _common import machine, write_json
-from slowflow.rollout import simulate
+from slowflow.rollout import predict
 from slowflow.simulate import simulate_bursts
 from slowflow.systems import get_system
 from slowflow.train import fit
@@ -65,7 +65,7 @@ def rollout_rate(model, x0, n_paths: int, steps: int, device: str) -> float:
     for rep in range(3):
         _sync(device)
         t0 = time.perf_counter()
-        simulate(model, x0, steps, n_paths=n_paths, seed=rep, batch_size=n_paths, progress=False)
+        predict(model, x0, steps, n_paths=n_paths, seed=rep, batch_size=n_paths, progress=False)
         _sync(device)
         rates.append(n_paths * steps / (time.perf_counter() - t0))
     return statistics.median(rates)

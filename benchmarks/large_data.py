@@ -60,8 +60,8 @@ print(json.dumps({
 
 
 def generate(path: Path, system: str, n_traj: int, seed: int, chunk: int = 20_000) -> dict:
+    from slowflow.data.store import TrajectoryWriter
     from slowflow.simulate import simulate_bursts
-    from slowflow.store import TrajectoryWriter
 
     t0 = time.perf_counter()
     first = simulate_bursts(system, n_traj=1, seed=seed, progress=False)

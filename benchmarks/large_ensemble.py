@@ -7,7 +7,7 @@ Usage::
 
 For every run ``d:every`` (d = 1: the double well, d = 2: the oscillator, ex4.5) a default-
 preset model is fitted in a few seconds on 2,000 short bursts (the rollout's cost does not
-depend on how well it is trained), then :func:`slowflow.rollout.simulate_to_file` rolls
+depend on how well it is trained), then :func:`slowflow.rollout.predict_to_file` rolls
 ``--n-paths`` paths over ``--steps`` steps from the system's test start into an ``.npy``
 file, keeping every ``every``-th step. Reported per run: path-steps per second, the peak
 resident memory of the rollout (VmHWM, reset before it where Linux allows) against the
@@ -77,14 +77,14 @@ def _model(d: int, threads: int):
 
 
 def _rollout(model, x0, args, path: Path, every: int, seed: int) -> dict:
-    from slowflow.rollout import simulate_to_file
+    from slowflow.rollout import predict_to_file
 
     reset = _reset_peak()
     before = _status("VmRSS")
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        summary = simulate_to_file(
+        summary = predict_to_file(
             model,
             x0,
             args.steps,

@@ -26,7 +26,7 @@ import torch
 from _common import RESULTS, machine, write_json
 from slowflow.data import make_pairs
 from slowflow.evaluate import calibration, metrics
-from slowflow.rollout import simulate
+from slowflow.rollout import predict
 from slowflow.simulate import simulate_bursts, simulate_ensemble
 from slowflow.systems import get_system
 from slowflow.train import TrainConfig, evaluate_nll, fit
@@ -61,7 +61,7 @@ def main() -> None:
             train_s = time.perf_counter() - t0
             nll = evaluate_nll(model, h0, h1)
             t0 = time.perf_counter()
-            pred = simulate(
+            pred = predict(
                 model, np.asarray(system.x0), n_steps, args.n_ref, seed=1, progress=False
             )
             roll = args.n_ref * n_steps / (time.perf_counter() - t0)

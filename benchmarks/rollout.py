@@ -19,7 +19,7 @@ import torch
 from _common import machine, write_json
 from slowflow.model.config import DEFAULT_PRESET, PRESETS, get_preset
 from slowflow.model.flowmap import build_model
-from slowflow.rollout import simulate
+from slowflow.rollout import predict
 
 
 def _randomize(model) -> None:
@@ -43,11 +43,11 @@ def main() -> None:
         for d in (1, 2):
             model = build_model(get_preset(name), d, 0.01)
             _randomize(model)
-            simulate(model, [0.5] * d, 2, 1000, progress=False)  # warm-up
+            predict(model, [0.5] * d, 2, 1000, progress=False)  # warm-up
             times = []
             for r in range(args.repeats):
                 t0 = time.perf_counter()
-                simulate(model, [0.5] * d, args.steps, args.paths, seed=r, progress=False)
+                predict(model, [0.5] * d, args.steps, args.paths, seed=r, progress=False)
                 times.append(time.perf_counter() - t0)
             rate = args.paths * args.steps / statistics.median(times)
             rows.append(

@@ -29,7 +29,7 @@ from _common import RESULTS, machine, write_json
 from slowflow.baselines import fit_kramers_moyal
 from slowflow.data import Trajectories
 from slowflow.evaluate import calibration, metrics
-from slowflow.rollout import simulate
+from slowflow.rollout import predict
 from slowflow.simulate import simulate_bursts, simulate_ensemble
 from slowflow.systems import get_system
 from slowflow.train import TrainConfig, fit
@@ -69,7 +69,7 @@ def _point(system, dt_obs, args, noise=0.0, km=False, tag=""):
         TrainConfig(epochs=1000, patience=1000, max_minutes=args.minutes, seed=args.seed),
         progress=False,
     )
-    pred = simulate(model, np.asarray(system.x0), n_steps, args.n_ref, seed=5, progress=False)
+    pred = predict(model, np.asarray(system.x0), n_steps, args.n_ref, seed=5, progress=False)
     kernels = [("default", pred, model)]
     if km:
         est = fit_kramers_moyal(train)

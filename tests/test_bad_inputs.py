@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from slowflow._io import TEMP_MARK
 from slowflow.cli import main
 from slowflow.data import Trajectories, save_trajectories
+from slowflow.io.atomic import TEMP_MARK
 
 pytestmark = [
     pytest.mark.usefixtures("torch_one_thread"),

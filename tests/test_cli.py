@@ -238,3 +238,26 @@ def test_check_passes_a_good_model_on_held_out_data(tmp_path, capsys):
     assert report["calibrated"] is True
     assert report["n_starts"] == 200 and report["n_members"] == 30
     assert len(report["leads"]) == 3
+
+
+def test_fit_reads_a_settings_file_and_the_command_line_wins(tmp_path, capsys):
+    """``fit --config FILE.toml``: [train] and [model] settings are used, an option given
+    on the command line overrides the file, and an unknown key is one line naming the
+    file, the table and the key (nothing written)."""
+    from slowflow.model.io import load_model
+
+    data = tmp_path / "d.npz"
+    assert main(["simulate", "ou", "--n-traj", "40", "--t-end", "0.2", "--out", str(data)]) == 0
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text('[train]\nepochs = 2\nseed = 5\n\n[model]\npreset = "gaussian-net"\n')
+    out = tmp_path / "m.pt"
+    assert main(["fit", str(data), "--config", str(cfg), "--seed", "7", "--out", str(out)]) == 0
+    meta = load_model(out).meta
+    assert meta["preset"] == "gaussian-net"
+    assert meta["train_config"]["epochs"] == 2 and meta["train_config"]["seed"] == 7
+    cfg.write_text("[train]\nepoch = 2\n")
+    capsys.readouterr()
+    assert main(["fit", str(data), "--config", str(cfg), "--out", str(tmp_path / "n.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fit.toml: [train] has no setting 'epoch'" in err[0]
+    assert not (tmp_path / "n.pt").exists()

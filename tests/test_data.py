@@ -1,4 +1,4 @@
-"""Tests of slowflow.data (container, readers/writers, pairs, splits) and slowflow._io."""
+"""Tests of slowflow.data (container, readers/writers, pairs, splits) and slowflow.io.atomic."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import scipy.io
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slowflow._io import atomic_write
 from slowflow.data import (
     Trajectories,
     check_dim,
@@ -23,6 +22,7 @@ from slowflow.data import (
     split_by_trajectory,
 )
 from slowflow.errors import ConfigError, DataError
+from slowflow.io.atomic import atomic_write
 
 
 def ragged(seed: int = 0, lengths: tuple[int, ...] = (5, 3, 7), d: int = 2) -> Trajectories:

@@ -12,7 +12,7 @@ import torch
 from slowflow.data import Trajectories
 from slowflow.model.config import get_preset
 from slowflow.model.flowmap import FlowMap, build_model
-from slowflow.rollout import simulate
+from slowflow.rollout import predict
 from slowflow.simulate import simulate_bursts
 from slowflow.train import fit
 
@@ -46,7 +46,7 @@ def test_nan_guard_restores_best_lowers_lr_then_stops(ou, monkeypatch):
     monkeypatch.setattr(FlowMap, "forward", original)
     for p in model.parameters():
         assert torch.isfinite(p).all()
-    out = simulate(model, [1.0], 5, 10, seed=0)
+    out = predict(model, [1.0], 5, 10, seed=0)
     assert np.isfinite(out).all()
 
 
@@ -60,7 +60,7 @@ def test_rollout_reports_nonfinite_paths():
     model = build_model(get_preset("gaussian-net"), 1, 0.01)
     model.d_std.fill_(math.inf)  # every step is non-finite
     with pytest.warns(RuntimeWarning, match="3 of 3 paths became non-finite"):
-        out, summary = simulate(model, [0.5], 4, 3, return_summary=True)
+        out, summary = predict(model, [0.5], 4, 3, return_summary=True)
     assert summary.nonfinite_paths == 3 and summary.first_nonfinite_step == 1
     assert np.isnan(out[:, 1:]).all() or not np.isfinite(out[:, 1:]).all()
 
@@ -73,6 +73,6 @@ def test_rollout_reports_leaving_the_training_range(ou):
     with torch.no_grad():
         model.d_mean.fill_(1.0)
     with pytest.warns(RuntimeWarning, match="left the training data's range"):
-        _, summary = simulate(model, [1.0], 10, 20, return_summary=True)
+        _, summary = predict(model, [1.0], 10, 20, return_summary=True)
     assert summary.outside_fraction == 1.0
     assert summary.first_outside_step is not None and summary.first_outside_step <= 3

@@ -17,13 +17,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slowflow._io import TEMP_MARK, atomic_write
 from slowflow.cli import main
 from slowflow.data import Trajectories, load_trajectories, save_trajectories
 from slowflow.errors import TrainingError
+from slowflow.io.atomic import TEMP_MARK, atomic_write
 from slowflow.model.config import get_preset
 from slowflow.model.flowmap import FlowMap
-from slowflow.rollout import simulate, simulate_to_trajectories_file
+from slowflow.rollout import predict, predict_to_trajectories_file
 from slowflow.simulate import simulate_bursts
 from slowflow.train import Schedule, TrainConfig, fit
 
@@ -86,8 +86,8 @@ def test_output_locations_are_refused_before_work(tmp_path):
     """A name too long for a temporary file next to it used to fail only after the whole
     computation; a name longer than the file system allows, or a folder without write
     permission (not testable as root), is refused up front."""
-    from slowflow._io import check_output
     from slowflow.errors import ConfigError
+    from slowflow.io.atomic import check_output
 
     check_output(tmp_path / ("a" * 250 + ".npz"))  # fits: the temporary name is shortened
     with atomic_write(tmp_path / ("b" * 250 + ".npz")) as tmp:
@@ -105,13 +105,13 @@ def test_output_locations_are_refused_before_work(tmp_path):
 
 @pytest.mark.parametrize("ext", [".npz", ".csv"])
 def test_streamed_prediction_equals_the_in_memory_one(tmp_path, ext):
-    """predict's streamed .npz/.csv holds simulate()'s paths at the kept steps, value for
+    """predict's streamed .npz/.csv holds predict()'s paths at the kept steps, value for
     value, with Delta x every, across several chunks."""
     model = FlowMap(1, get_preset("gaussian"), 0.01)
     path = tmp_path / f"p{ext}"
-    simulate_to_trajectories_file(model, [0.5], 6, path, n_paths=10, seed=4, chunk_paths=4, every=2)
+    predict_to_trajectories_file(model, [0.5], 6, path, n_paths=10, seed=4, chunk_paths=4, every=2)
     data = load_trajectories(path)
-    ref = simulate(model, [0.5], 6, 10, seed=4, batch_size=4)[:, ::2]
+    ref = predict(model, [0.5], 6, 10, seed=4, batch_size=4)[:, ::2]
     np.testing.assert_array_equal(data.x, ref)
     assert data.dt == pytest.approx(0.02, rel=1e-12)
 
@@ -125,7 +125,7 @@ def test_streamed_npz_memory_is_one_chunk(tmp_path):
     path = tmp_path / "big.npz"
     tracemalloc.start()
     try:
-        simulate_to_trajectories_file(model, [0.0], 50, path, n_paths=20_000, chunk_paths=1000)
+        predict_to_trajectories_file(model, [0.0], 50, path, n_paths=20_000, chunk_paths=1000)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -138,7 +138,7 @@ def test_model_archive_is_sized_before_unpacking(work, monkeypatch):
     """A torch file is a zip whose members may unpack to far more than the file (a 32 MB
     file can declare 32 GB of compressed zeros): their declared sizes are checked against
     the available memory before torch reads them (here made smaller than the model)."""
-    import slowflow._limits as limits
+    import slowflow.io.limits as limits
     from slowflow.errors import ModelFileError
     from slowflow.model.io import load_model
 
@@ -153,7 +153,7 @@ def test_text_and_matlab_files_are_sized_before_reading(tmp_path, monkeypatch):
     fit (available memory made 1 kB here; the files are ~0.2-1 kB)."""
     from scipy.io import savemat
 
-    import slowflow._limits as limits
+    import slowflow.io.limits as limits
     from slowflow.errors import DataError
 
     (tmp_path / "d.csv").write_text("traj,t,x\n" + "".join(f"0,{k / 100},{k}\n" for k in range(20)))

@@ -22,14 +22,15 @@ import numpy as np
 import pytest
 import torch
 
-import slowflow.rollout as rollout_module
+import slowflow.rollout.engine as rollout_module
+import slowflow.rollout.files as rollout_files
 from slowflow.cli import main
 from slowflow.data import load_trajectories
 from slowflow.errors import ConfigError, DataError
 from slowflow.evaluate import metrics as M
 from slowflow.model.config import get_preset
 from slowflow.model.flowmap import build_model
-from slowflow.rollout import simulate, simulate_to_file
+from slowflow.rollout import predict, predict_to_file
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -69,18 +70,18 @@ def _no_temp_files(folder: Path) -> bool:
     ],
 )
 def test_file_equals_in_memory_rollout(tmp_path, preset, d, chunk, every):
-    """The .npy file holds simulate(..., batch_size=chunk) at steps 0, every, ..., value for
+    """The .npy file holds predict(..., batch_size=chunk) at steps 0, every, ..., value for
     value (exact: both run the same float32 rollout; float32 -> float64 is exact), and the
     summaries agree (every step is checked in both, also the ones not kept)."""
     model = _model(preset, d, box=1.0)
     x0 = [0.3] * d
     path = tmp_path / "p.npy"
     with pytest.warns(RuntimeWarning, match="left the training data's range"):
-        summary = simulate_to_file(
+        summary = predict_to_file(
             model, x0, 20, path, n_paths=50, seed=11, chunk_paths=chunk, every=every
         )
     with pytest.warns(RuntimeWarning, match="left the training data's range"):
-        ref, ref_summary = simulate(
+        ref, ref_summary = predict(
             model, x0, 20, 50, seed=11, batch_size=chunk, return_summary=True
         )
     x = np.load(path)
@@ -89,9 +90,9 @@ def test_file_equals_in_memory_rollout(tmp_path, preset, d, chunk, every):
     assert summary == ref_summary
     assert 0 < summary.outside_fraction <= 1
     # another seed gives other paths; float64 storage holds the same values
-    simulate_to_file(model, x0, 20, tmp_path / "q.npy", n_paths=50, seed=12, chunk_paths=chunk)
+    predict_to_file(model, x0, 20, tmp_path / "q.npy", n_paths=50, seed=12, chunk_paths=chunk)
     assert not np.array_equal(np.load(tmp_path / "q.npy")[:, -1], ref[:, -1])
-    simulate_to_file(
+    predict_to_file(
         model, x0, 20, tmp_path / "r.npy", n_paths=50, seed=11, chunk_paths=chunk,
         every=every, dtype=np.float64,
     )  # fmt: skip
@@ -105,9 +106,9 @@ def test_blocked_model_evaluation_gives_the_unblocked_paths(preset, monkeypatch)
     all 40 rows (exact), so the block size does not change the ensemble."""
     model = _model(preset, 2)
     monkeypatch.setattr(rollout_module, "_CPU_EVAL_ROWS", 10**6)
-    whole = simulate(model, [0.1, 0.2], 5, 40, seed=2)
+    whole = predict(model, [0.1, 0.2], 5, 40, seed=2)
     monkeypatch.setattr(rollout_module, "_CPU_EVAL_ROWS", 7)
-    np.testing.assert_array_equal(simulate(model, [0.1, 0.2], 5, 40, seed=2), whole)
+    np.testing.assert_array_equal(predict(model, [0.1, 0.2], 5, 40, seed=2), whole)
 
 
 def test_nonfinite_paths_are_reported_when_not_kept(tmp_path):
@@ -116,7 +117,7 @@ def test_nonfinite_paths_are_reported_when_not_kept(tmp_path):
     model = build_model(get_preset("gaussian-net"), 1, 0.01)
     model.d_std.fill_(math.inf)
     with pytest.warns(RuntimeWarning, match="3 of 3 paths became non-finite"):
-        summary = simulate_to_file(model, [0.5], 8, tmp_path / "p.npy", n_paths=3, every=4)
+        summary = predict_to_file(model, [0.5], 8, tmp_path / "p.npy", n_paths=3, every=4)
     assert summary.nonfinite_paths == 3 and summary.first_nonfinite_step == 1
     side = json.loads((tmp_path / "p.npy.json").read_text())
     assert side["meta"]["nonfinite_paths"] == 3
@@ -129,7 +130,7 @@ def test_sidecar_gives_dt_names_and_provenance(tmp_path):
     model = _model(d=2)
     model.meta = {"names": ["u", "v"], "slowflow_version": "test"}
     path = tmp_path / "p.npy"
-    simulate_to_file(model, [0.1, 0.2], 12, path, n_paths=9, seed=3, every=3, meta={"who": 1})
+    predict_to_file(model, [0.1, 0.2], 12, path, n_paths=9, seed=3, every=3, meta={"who": 1})
     side = json.loads((tmp_path / "p.npy.json").read_text())
     assert side["dt"] == pytest.approx(0.03) and side["shape"] == [9, 5, 2]
     assert side["names"] == ["u", "v"]
@@ -157,12 +158,12 @@ def test_bad_arguments_are_refused_before_writing(tmp_path, monkeypatch):
     for kwargs, match in cases:
         args = dict(path=tmp_path / "p.npy", n_paths=5, every=1) | kwargs
         with pytest.raises(ConfigError, match=match):
-            simulate_to_file(model, [0.0], 10, **args)
+            predict_to_file(model, [0.0], 10, **args)
     # not enough free disk space for the file: refused before the rollout starts
     full = SimpleNamespace(total=10**9, used=10**9, free=0)
-    monkeypatch.setattr(rollout_module.shutil, "disk_usage", lambda p: full)
+    monkeypatch.setattr(rollout_files.shutil, "disk_usage", lambda p: full)
     with pytest.raises(ConfigError, match="are free there"):
-        simulate_to_file(model, [0.0], 10, tmp_path / "p.npy", n_paths=5)
+        predict_to_file(model, [0.0], 10, tmp_path / "p.npy", n_paths=5)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -185,16 +186,16 @@ def test_interrupt_keeps_existing_file_and_leaves_no_partial_file(tmp_path, monk
     sidecar byte for byte, and no temporary file; a first write leaves nothing at all."""
     model = _model()
     path = tmp_path / "p.npy"
-    simulate_to_file(model, [0.0], 10, path, n_paths=20, chunk_paths=8, seed=1)
+    predict_to_file(model, [0.0], 10, path, n_paths=20, chunk_paths=8, seed=1)
     before = path.read_bytes(), (tmp_path / "p.npy.json").read_bytes()
     monkeypatch.setattr(rollout_module, "_sample", _Interrupt(15))
     with pytest.raises(KeyboardInterrupt):
-        simulate_to_file(model, [0.0], 10, path, n_paths=20, chunk_paths=8, seed=2)
+        predict_to_file(model, [0.0], 10, path, n_paths=20, chunk_paths=8, seed=2)
     assert (path.read_bytes(), (tmp_path / "p.npy.json").read_bytes()) == before
     assert _no_temp_files(tmp_path)
     monkeypatch.setattr(rollout_module, "_sample", _Interrupt(15))
     with pytest.raises(KeyboardInterrupt):
-        simulate_to_file(model, [0.0], 10, tmp_path / "new.npy", n_paths=20, chunk_paths=8)
+        predict_to_file(model, [0.0], 10, tmp_path / "new.npy", n_paths=20, chunk_paths=8)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npy", "p.npy.json"]
 
 
@@ -204,7 +205,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     torch.set_num_threads(1)
     from slowflow.model.config import get_preset
     from slowflow.model.flowmap import build_model
-    from slowflow.rollout import simulate, simulate_to_file
+    from slowflow.rollout import predict, predict_to_file
 
     def rss(key):
         for line in open("/proc/self/status"):
@@ -213,11 +214,11 @@ _MEMORY_SCRIPT = textwrap.dedent(
 
     n, steps, chunk, path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     model = build_model(get_preset("gaussian"), 1, 0.01)
-    simulate(model, [0.0], 2, chunk, batch_size=chunk)  # warm up torch's kernels
+    predict(model, [0.0], 2, chunk, batch_size=chunk)  # warm up torch's kernels
     base = rss("VmRSS:")
-    simulate_to_file(model, [0.0], steps, path, n_paths=n, chunk_paths=chunk, progress=False)
+    predict_to_file(model, [0.0], steps, path, n_paths=n, chunk_paths=chunk, progress=False)
     streamed = rss("VmHWM:") - base
-    x = simulate(model, [0.0], steps, n, batch_size=chunk, progress=False)
+    x = predict(model, [0.0], steps, n, batch_size=chunk, progress=False)
     print(streamed, rss("VmHWM:") - base)
     """
 )
@@ -440,7 +441,7 @@ def test_evaluate_streamed_equals_in_memory(model_file, tmp_path, capsys, monkey
     above 1 GiB) reports the in-memory metrics.json values: the same keys plus `streamed`,
     values to float64 rounding (atol 1e-12; W1 grid = every step here), and the same
     figures."""
-    import slowflow.evaluate.cli as ev_cli
+    import slowflow.evaluate.files as ev_cli
 
     rng = np.random.default_rng(d)
     scale = np.sqrt(np.arange(31))[None, :, None]

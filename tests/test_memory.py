@@ -17,9 +17,9 @@ from slowflow.data import Trajectories, make_pairs, make_windows, save_trajector
 from slowflow.errors import ConfigError, DataError
 from slowflow.evaluate.calibration import check_calibration
 from slowflow.model.io import load_model, save_model
-from slowflow.rollout import draw_histories, simulate
-from slowflow.selection import fit_memory_auto
+from slowflow.rollout import draw_histories, predict
 from slowflow.train import TrainConfig, fit
+from slowflow.train.memory import fit_memory_auto
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -85,7 +85,7 @@ def test_streamed_windows_equal_the_in_memory_ones(tmp_path):
     """read_windows over pieces (several bursts per piece, and time windows of one long
     burst whose histories reach back across a piece boundary) gives exactly the windows of
     make_windows, none twice."""
-    from slowflow.store import TrajectoryStore
+    from slowflow.data.store import TrajectoryStore
 
     rng = np.random.default_rng(1)
     for shape, block in [((30, 9, 1), 20), ((1, 200, 2), 16)]:
@@ -109,7 +109,7 @@ def test_memory_one_recovers_the_ar2_law(ar2_k1):
     assert ar2_k1.memory == 1 and ar2_k1.n_parameters() == 0
     for i, (xm1, xn) in enumerate([(0.2, 0.3), (-0.5, -0.4), (0.45, 0.4)]):
         hist = np.array([[xm1], [xn]])
-        s = simulate(ar2_k1, hist, 1, n_paths=2000, seed=10 + i)[:, 1, 0]
+        s = predict(ar2_k1, hist, 1, n_paths=2000, seed=10 + i)[:, 1, 0]
         law = stats.norm(C1 * xn + C2 * xm1, S)
         assert stats.kstest(s, law.cdf).pvalue > 1e-3, (xm1, xn)
 
@@ -147,10 +147,10 @@ def test_rollouts_from_a_single_start_draw_histories_from_the_data(ar2_k1):
     bank = ar2_k1.history_bank.numpy().astype(float)
     incs = np.round(bank[:, 1, 0] - bank[:, 0, 0], 5)
     assert set(np.round(h[:, 1, 0] - h[:, 0, 0], 5)) <= set(incs)
-    p = simulate(ar2_k1, [0.3], 5, n_paths=100, seed=1)
+    p = predict(ar2_k1, [0.3], 5, n_paths=100, seed=1)
     assert p.shape == (100, 6, 1) and np.all(p[:, 0, 0] == np.float32(0.3))  # float32 rollout
-    q = simulate(ar2_k1, np.array([[0.1], [0.3]]), 5, n_paths=100, seed=1)
-    r = simulate(ar2_k1, np.tile([[[0.1], [0.3]]], (100, 1, 1)), 5, seed=1)
+    q = predict(ar2_k1, np.array([[0.1], [0.3]]), 5, n_paths=100, seed=1)
+    r = predict(ar2_k1, np.tile([[[0.1], [0.3]]], (100, 1, 1)), 5, seed=1)
     np.testing.assert_array_equal(q, r)
     with pytest.raises(ConfigError, match=r"memory 1.*\(\.\.\., 2, 1\)"):
         ar2_k1(torch.zeros(4, 3, 1))
@@ -160,7 +160,7 @@ def test_memory_model_file_round_trips_with_its_history_bank(ar2_k1, tmp_path):
     loaded = load_model(save_model(ar2_k1, tmp_path / "k1.pt"))
     assert loaded.memory == 1 and torch.equal(loaded.history_bank, ar2_k1.history_bank)
     np.testing.assert_array_equal(
-        simulate(loaded, [0.2], 4, 50, seed=3), simulate(ar2_k1, [0.2], 4, 50, seed=3)
+        predict(loaded, [0.2], 4, 50, seed=3), predict(ar2_k1, [0.2], 4, 50, seed=3)
     )
 
 

@@ -20,7 +20,8 @@ from slowflow.errors import ModelFileError
 from slowflow.model.config import PRESETS, get_preset
 from slowflow.model.flowmap import FlowMap, build_model
 from slowflow.model.io import FORMAT, load_model, model_payload, save_model
-from slowflow.rollout import _sample, simulate
+from slowflow.model.score import sample_with as _sample
+from slowflow.rollout import predict
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -173,12 +174,12 @@ def test_save_load_round_trip(preset, d, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     x0 = np.linspace(0.9, 1.4, d)
-    paths = simulate(model, x0, n_steps=5, n_paths=32, seed=3)
-    again = simulate(loaded, x0, n_steps=5, n_paths=32, seed=3)
+    paths = predict(model, x0, n_steps=5, n_paths=32, seed=3)
+    again = predict(loaded, x0, n_steps=5, n_paths=32, seed=3)
     assert paths.shape == (32, 6, d)
     assert np.isfinite(paths).all()
     np.testing.assert_array_equal(paths, again)
-    assert not np.array_equal(paths, simulate(loaded, x0, n_steps=5, n_paths=32, seed=4))
+    assert not np.array_equal(paths, predict(loaded, x0, n_steps=5, n_paths=32, seed=4))
 
     x, y = _points(d)
     model.eval()

@@ -23,8 +23,9 @@ from slowflow.data import (
     wrap,
 )
 from slowflow.errors import ConfigError, DataError
-from slowflow.evaluate.calibration import check_calibration, with_model_periods
+from slowflow.evaluate.calibration import check_calibration
 from slowflow.evaluate.metrics import wasserstein1, wasserstein1_circle
+from slowflow.model.periods import with_model_periods
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -138,7 +138,7 @@ def test_same_seed_same_model_and_rollout(tmp_path):
     import torch
 
     from slowflow.model.io import load_model, save_model
-    from slowflow.rollout import simulate
+    from slowflow.rollout import predict
     from slowflow.simulate import simulate_bursts
     from slowflow.train import fit
 
@@ -151,13 +151,13 @@ def test_same_seed_same_model_and_rollout(tmp_path):
         assert torch.equal(v, models[1].state_dict()[k]), k
     paths = [save_model(m, tmp_path / f"m{i}.pt") for i, m in enumerate(models)]
     loaded = [load_model(p) for p in paths]
-    a = simulate(loaded[0], [1.0], 20, 100, seed=3)
-    b = simulate(loaded[1], [1.0], 20, 100, seed=3)
+    a = predict(loaded[0], [1.0], 20, 100, seed=3)
+    b = predict(loaded[1], [1.0], 20, 100, seed=3)
     np.testing.assert_array_equal(a, b)
     with zipfile.ZipFile(paths[0]) as za, zipfile.ZipFile(paths[1]) as zb:
         tensors = sorted(n for n in za.namelist() if "/data/" in n)
         assert tensors == sorted(n for n in zb.namelist() if "/data/" in n)
         for name in tensors:
             assert za.read(name) == zb.read(name), name
-    c = simulate(loaded[0], [1.0], 20, 100, seed=4)
+    c = predict(loaded[0], [1.0], 20, 100, seed=4)
     assert not np.array_equal(a, c)

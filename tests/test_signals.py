@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slowflow._io import TEMP_MARK
 from slowflow.data import Trajectories, save_trajectories
+from slowflow.io.atomic import TEMP_MARK
 from slowflow.simulate import simulate_bursts
 
 CHILD = """
@@ -26,7 +26,7 @@ import sys
 import matplotlib
 matplotlib.use("Agg")
 import numba, numpy, scipy.io, torch
-import slowflow.cli, slowflow.evaluate.cli, slowflow.evaluate.plots, slowflow.reproduce
+import slowflow.cli, slowflow.evaluate.files, slowflow.evaluate.plots, slowflow.reproduce
 import slowflow.rollout, slowflow.simulate, slowflow.train
 torch.set_num_threads(1)
 print("ready", flush=True)

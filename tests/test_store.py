@@ -1,4 +1,4 @@
-"""Streaming training data from disk (slowflow.store) and data-parallel training."""
+"""Streaming training data from disk (slowflow.data.store) and data-parallel training."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 
 import slowflow
 from slowflow.data import make_pairs, split_by_trajectory
+from slowflow.data.store import TrajectoryStore, TrajectoryWriter, pair_statistics
 from slowflow.errors import DataError
-from slowflow.store import TrajectoryStore, TrajectoryWriter, pair_statistics
 
 
 def _ou(n=600, n_obs=41, dt=0.01, seed=0):

@@ -17,7 +17,7 @@ from scipy import stats
 from slowflow.data import Trajectories
 from slowflow.errors import ConfigError
 from slowflow.model.io import load_model, save_model
-from slowflow.rollout import drift_diffusion, simulate
+from slowflow.rollout import drift_diffusion, predict
 from slowflow.simulate import simulate_bursts
 from slowflow.systems import get_system
 from slowflow.train import TrainConfig, fit
@@ -88,7 +88,7 @@ def _check_kernel(model, label: str) -> None:
     for i, x in enumerate(XS):
         mean, sd = _exact_law(x)
         # One step from x, 2,000 paths; a different seed per x so the noise is independent.
-        s = simulate(model, np.array([x]), 1, n_paths=2000, seed=100 + i)[:, 1, 0]
+        s = predict(model, np.array([x]), 1, n_paths=2000, seed=100 + i)[:, 1, 0]
         p = stats.kstest(s, stats.norm(mean, sd).cdf).pvalue
         assert p > KS_ALPHA, f"{label}: KS p={p:.2g} at x={x}"
 
@@ -133,7 +133,7 @@ def test_kernel_checks_have_power(gaussian_ou):
     test above is informative at these sizes."""
     x = 2.0
     mean, sd = _exact_law(x)
-    s = simulate(gaussian_ou, np.array([x]), 1, n_paths=2000, seed=102)[:, 1, 0]
+    s = predict(gaussian_ou, np.array([x]), 1, n_paths=2000, seed=102)[:, 1, 0]
     assert stats.kstest(s, stats.norm(mean, 1.3 * sd).cdf).pvalue < KS_ALPHA
     assert stats.kstest(s, stats.norm(mean + 0.3 * sd, sd).cdf).pvalue < KS_ALPHA
 
@@ -148,9 +148,9 @@ def test_fitted_model_refuses_wrong_dimension(gaussian_ou):
     """A model trained on d=1 data rejects a 2-component start (and 2-D read-out points)
     with a ConfigError that names the model's d."""
     with pytest.raises(ConfigError, match=r"d=1"):
-        simulate(gaussian_ou, np.array([1.0, 2.0]), 3, n_paths=5)
+        predict(gaussian_ou, np.array([1.0, 2.0]), 3, n_paths=5)
     with pytest.raises(ConfigError, match=r"d=1"):
-        simulate(gaussian_ou, np.ones((5, 2)), 3)
+        predict(gaussian_ou, np.ones((5, 2)), 3)
     with pytest.raises(ConfigError, match=r"d=1"):
         drift_diffusion(gaussian_ou, np.ones((1, 2)), n_samples=10)
 
@@ -266,8 +266,8 @@ def test_fitted_model_save_load_round_trip(small_ou, tmp_path):
     # the data range (float32) comes back with the weights
     assert float(loaded.x_lo[0]) == pytest.approx(np.nanmin(small_ou.x), rel=1e-6)
     assert float(loaded.x_hi[0]) == pytest.approx(np.nanmax(small_ou.x), rel=1e-6)
-    a = simulate(model, [1.0], 4, n_paths=16, seed=9)
-    b = simulate(loaded, [1.0], 4, n_paths=16, seed=9)
+    a = predict(model, [1.0], 4, n_paths=16, seed=9)
+    b = predict(loaded, [1.0], 4, n_paths=16, seed=9)
     np.testing.assert_array_equal(a, b)
 
 

@@ -25,8 +25,8 @@ _API = {
     "save_trajectories": "slowflow.data",
     "make_pairs": "slowflow.data",
     "split_by_trajectory": "slowflow.data",
-    "TrajectoryStore": "slowflow.store",
-    "TrajectoryWriter": "slowflow.store",
+    "TrajectoryStore": "slowflow.data.store",
+    "TrajectoryWriter": "slowflow.data.store",
     "get_system": "slowflow.systems",
     "list_systems": "slowflow.systems",
     "System": "slowflow.systems",
@@ -38,24 +38,20 @@ _API = {
     "FlowMap": "slowflow.model.flowmap",
     "TrainConfig": "slowflow.train",
     "fit": "slowflow.train",
-    "fit_memory_auto": "slowflow.selection",
+    "fit_memory_auto": "slowflow.train.memory",
     "make_windows": "slowflow.data",
     "declare_periodic": "slowflow.data",
     "drift_diffusion": "slowflow.rollout",
+    "predict": "slowflow.rollout",
     "save_model": "slowflow.model.io",
     "load_model": "slowflow.model.io",
     "check_calibration": "slowflow.evaluate.calibration",
     "reproduce": "slowflow.reproduce",
 }
-_RENAMED = {"predict": ("slowflow.rollout", "simulate")}
-
-__all__ = sorted([*_API, *_RENAMED, "__version__"])
+__all__ = sorted([*_API, "__version__"])
 
 
 def __getattr__(name: str):
     if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
-    if name in _RENAMED:
-        module, attr = _RENAMED[name]
-        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'slowflow' has no attribute {name!r}")

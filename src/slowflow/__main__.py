@@ -1,5 +1,5 @@
 """``python -m slowflow`` (and ``torchrun -m slowflow``) runs the command-line interface."""
 
-from .cli import _entry
+from .cli import entry
 
-_entry()
+entry()

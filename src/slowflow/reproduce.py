@@ -123,7 +123,7 @@ def _system_data(system: System, cfg: ReproduceConfig, folder: Path) -> dict:
 def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, folder: Path):
     """Train (or reuse) the model ``name`` and roll it out; returns (pred, info)."""
     from .model.io import load_model, save_model
-    from .rollout import simulate
+    from .rollout import predict
     from .simulate import simulate_ensemble
     from .train import TrainConfig, evaluate_nll, fit
 
@@ -157,7 +157,7 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
         )
         ckpt = folder / f"model_{name}_{tk}.ckpt"
         if name == "memory":  # the default with memory and skip-first chosen from the data
-            from .selection import fit_memory_auto
+            from .train.memory import fit_memory_auto
 
             model = fit_memory_auto(data["train"], None, tcfg)
         else:
@@ -201,7 +201,7 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
         info["rollout_path_steps_per_s"] = pred.meta.get("path_steps_per_s")
     else:
         t0 = time.perf_counter()
-        x = simulate(model, np.asarray(system.x0), n_steps, cfg.n_pred, seed=cfg.seed + 5000)
+        x = predict(model, np.asarray(system.x0), n_steps, cfg.n_pred, seed=cfg.seed + 5000)
         rate = cfg.n_pred * n_steps / (time.perf_counter() - t0)
         pred = Trajectories(
             x=x, dt=system.dt_obs, meta={"model": str(model_path), "path_steps_per_s": rate}
@@ -276,14 +276,84 @@ def _baseline_stage(name, system, cfg, data, folder, t_end, n_steps, info):
     return pred.x, info
 
 
+def _report_times(system: System, cfg: ReproduceConfig) -> list[float]:
+    """The paper's plot times within the horizon (three spread over it if none is)."""
+    horizon = cfg.horizon or system.t_end
+    times = [t for t in (system.plot_times or (system.t_end,)) if t <= horizon]
+    if not times:
+        times = [round(horizon * f / system.dt_obs) * system.dt_obs for f in (0.25, 0.5, 1.0)]
+    return times
+
+
+def _calibration_entry(name, kernel, system, cfg, data, folder, figs: list) -> dict:
+    """``check`` of a model's kernel on the held-out bursts, with its figure."""
+    from .evaluate import calibration, plots
+
+    cal = calibration.check_calibration(
+        kernel, data["heldout"], max_lead=cfg.calib_lead, n_starts=cfg.calib_starts,
+        n_members=cfg.calib_members, seed=cfg.seed,
+        reference=calibration.system_sampler(system, system.dt_obs),
+    )  # fmt: skip
+    scores = {f"{name} model": cal.crps[:, 0], "best Markov reference": cal.crps_reference[:, 0]}
+    last = f"{name}, lead {int(cal.leads[-1])}"
+    pits = {f"{name}, lead 1": cal.pit_counts[0, 0], last: cal.pit_counts[-1, 0]}
+    fig = plots.calibration(cal.leads, scores, pits, "CRPS of x1")
+    figs.append(str(plots.save_figure(fig, folder / f"calibration_{name}.png")))
+    return {"calibration": cal.to_dict(), "calibration_summary": cal.summary()}
+
+
+def _drift_figure(model, system, cfg, train, folder) -> str:
+    """The learned drift and diffusion against the data's binned increments and, where
+    the system has one, its averaged equation."""
+    from .evaluate import plots
+    from .rollout import binned_increment_stats, drift_diffusion
+
+    dt = system.dt_obs
+    x0p, x1p = make_pairs(train)
+    edges = np.quantile(x0p[:, 0], np.linspace(0.01, 0.99, 16))
+    c, mu, sd, _ = binned_increment_stats(x0p, x1p, edges)
+    ok = np.isfinite(c[:, 0])
+    if system.slow_dim > 1:
+        grid = np.asarray(c[ok])
+    else:
+        grid = np.linspace(edges[0], edges[-1], 25).reshape(-1, 1)
+    dd = drift_diffusion(model, grid, n_samples=50_000, seed=cfg.seed)
+    ref_fn = None
+    if system.averaged is not None:
+
+        def ref_fn(x, avg=system.averaged):
+            f, g = avg.evaluate(x)
+            return f, g * g
+
+    fig = plots.drift_diffusion(dd, ref_fn, data_stats=(c[ok], mu[ok] / dt, sd[ok] ** 2 / dt))
+    return str(plots.save_figure(fig, folder / "drift_diffusion.png"))
+
+
+def _header(system: System, cfg: ReproduceConfig) -> dict:
+    import shlex
+    import sys
+
+    typed = Path(sys.argv[0]).name in ("slowflow", "__main__.py")
+    return {
+        "command": " ".join(shlex.quote(a) for a in ["slowflow", *sys.argv[1:]]) if typed else None,
+        "system": system.name,
+        "aliases": list(system.aliases),
+        "params": dict(system.params),
+        "x0": list(system.x0),
+        "horizon": cfg.horizon or system.t_end,
+        "config": asdict(cfg),
+        "slowflow_version": __version__,
+        "models": {},
+    }
+
+
 def reproduce_example(
     example: str, out: str | Path, cfg: ReproduceConfig | None = None, quick: bool = False
 ) -> dict:
     """Run the whole study for one paper example (or any built-in system); returns the
     summary dict that is also written to ``OUT/<system>/metrics.json``."""
-    from .evaluate import calibration, plots
+    from .evaluate import plots
     from .evaluate.report import evaluate_ensembles, figures_for, public, write_json
-    from .rollout import binned_increment_stats, drift_diffusion
 
     cfg = cfg or (QUICK if quick else ReproduceConfig())
     for m in cfg.models:
@@ -294,30 +364,9 @@ def reproduce_example(
     folder.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     data = _system_data(system, cfg, folder)
-    ref_a, ref_b = data["ref_a"].x, data["ref_b"].x
-    dt = system.dt_obs
-    horizon = cfg.horizon or system.t_end
-    times = [t for t in (system.plot_times or (system.t_end,)) if t <= horizon]
-    if not times:  # a horizon shorter than every plot time of the paper: spread three
-        times = [round(horizon * f / dt) * dt for f in (0.25, 0.5, 1.0)]
-    import shlex
-    import sys
-
-    results: dict = {
-        "command": " ".join(shlex.quote(a) for a in ["slowflow", *sys.argv[1:]])
-        if Path(sys.argv[0]).name in ("slowflow", "__main__.py")
-        else None,
-        "system": system.name,
-        "aliases": list(system.aliases),
-        "params": dict(system.params),
-        "x0": list(system.x0),
-        "horizon": cfg.horizon or system.t_end,
-        "config": asdict(cfg),
-        "slowflow_version": __version__,
-        "models": {},
-    }
-    preds: dict = {}
-    figs: list[str] = []
+    ref_a, ref_b, dt = data["ref_a"].x, data["ref_b"].x, system.dt_obs
+    times = _report_times(system, cfg)
+    results, preds, figs = _header(system, cfg), {}, []
     for name in cfg.models:
         pred, info = _model_stage(name, system, cfg, data, folder)
         if pred is None:
@@ -327,93 +376,25 @@ def reproduce_example(
         kernel = info.pop("kernel_sampler", None) or model
         entry = {**info, **public(ev)}
         if kernel is not None:
-            cal = calibration.check_calibration(
-                kernel,
-                data["heldout"],
-                max_lead=cfg.calib_lead,
-                n_starts=cfg.calib_starts,
-                n_members=cfg.calib_members,
-                seed=cfg.seed,
-                reference=calibration.system_sampler(system, dt),
-            )
-            entry["calibration"] = cal.to_dict()
-            entry["calibration_summary"] = cal.summary()
-            figs.append(
-                str(
-                    plots.save_figure(
-                        plots.calibration(
-                            cal.leads,
-                            {
-                                f"{name} model": cal.crps[:, 0],
-                                "best Markov reference": cal.crps_reference[:, 0],
-                            },
-                            {
-                                f"{name}, lead 1": cal.pit_counts[0, 0],
-                                f"{name}, lead {int(cal.leads[-1])}": cal.pit_counts[-1, 0],
-                            },
-                            "CRPS of x1",
-                        ),
-                        folder / f"calibration_{name}.png",
-                    )
-                )
-            )
+            entry.update(_calibration_entry(name, kernel, system, cfg, data, folder, figs))
         if model is not None:
-            figs.append(
-                str(
-                    plots.save_figure(
-                        plots.training_curves(model.history), folder / f"training_{name}.png"
-                    )
-                )
-            )
-            if name == cfg.models[0]:
-                x0p, x1p = make_pairs(data["train"])
-                edges = np.quantile(x0p[:, 0], np.linspace(0.01, 0.99, 16))
-                c, mu, sd, _ = binned_increment_stats(x0p, x1p, edges)
-                ok = np.isfinite(c[:, 0])
-                grid = (
-                    np.asarray(c[ok])
-                    if system.slow_dim > 1
-                    else np.linspace(edges[0], edges[-1], 25).reshape(-1, 1)
-                )
-                dd = drift_diffusion(model, grid, n_samples=50_000, seed=cfg.seed)
-                ref_fn = None
-                if system.averaged is not None:
-
-                    def ref_fn(x, avg=system.averaged):
-                        f, g = avg.evaluate(x)
-                        return f, g * g
-
-                figs.append(
-                    str(
-                        plots.save_figure(
-                            plots.drift_diffusion(
-                                dd, ref_fn, data_stats=(c[ok], mu[ok] / dt, sd[ok] ** 2 / dt)
-                            ),
-                            folder / "drift_diffusion.png",
-                        )
-                    )
-                )
+            fig = plots.training_curves(model.history)
+            figs.append(str(plots.save_figure(fig, folder / f"training_{name}.png")))
+        first = name == cfg.models[0]
+        if model is not None and first:
+            figs.append(_drift_figure(model, system, cfg, data["train"], folder))
+        if first:
+            floor, w1 = ev.get("_floor_series"), ev.get("_w1_series")
+            figs += [
+                str(p) for p in figures_for(pred, ref_a, dt, times, folder, floor=floor, w1=w1)
+            ]
         preds[name] = pred
         results["models"][name] = entry
-        if name == cfg.models[0]:
-            figs += [
-                str(p)
-                for p in figures_for(
-                    pred,
-                    ref_a,
-                    dt,
-                    times,
-                    folder,
-                    floor=ev.get("_floor_series"),
-                    w1=ev.get("_w1_series"),
-                )
-            ]
     if len(preds) > 1:
-        ens = {"truth": ref_a, **{f"{k}": v for k, v in preds.items()}}
+        ens = {"truth": ref_a, **preds}
         figs.append(str(plots.save_figure(plots.mean_std(ens, dt), folder / "mean_std_all.png")))
-        figs.append(
-            str(plots.save_figure(plots.histograms(ens, dt, times), folder / "histograms_all.png"))
-        )
+        fig = plots.histograms(ens, dt, times)
+        figs.append(str(plots.save_figure(fig, folder / "histograms_all.png")))
     results["figures"] = [Path(f).name for f in figs]
     results["seconds"] = time.perf_counter() - t_start
     write_json(results, folder / "metrics.json")
@@ -456,7 +437,7 @@ def table_rows(results: dict) -> str:
 
 
 def write_report(results: dict, path: Path) -> None:
-    from ._io import atomic_write
+    from .io.atomic import atomic_write
 
     lines = [
         f"# {results['system']} ({', '.join(results['aliases'])})\n",
@@ -505,7 +486,7 @@ def reproduce(
     out = Path(out)
     t0 = time.perf_counter()
     all_results = [reproduce_example(ex, out, cfg) for ex in examples]
-    from ._io import atomic_write
+    from .io.atomic import atomic_write
 
     text = [
         "# slowflow reproduction of Chen & Xiu (2024)\n",

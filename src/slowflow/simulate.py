@@ -235,7 +235,7 @@ def simulate_paths(
 def _check_size(system: System, n: int, n_steps: int, keep_fast: bool, count: str) -> None:
     """Refuse, before allocating, an output that does not fit in memory: ``n`` paths of
     ``n_steps + 1`` observations (float64), plus the checks that validate it."""
-    from ._limits import check_memory
+    from .io.limits import check_memory
 
     k = system.dim if keep_fast else system.slow_dim
     n_bytes = 1.5 * 8.0 * n * (n_steps + 1) * k + 8.0 * n * (4 + 2 * system.dim)

@@ -162,7 +162,7 @@ def _check_size(data: Trajectories, order: int, diffusion_order: int) -> None:
     """Refuse a fit SFI would not do within the available memory. SFI holds, for every
     pair, each basis function's d x d moment tensors in float64 (its ``max_memory_gb`` does
     not bound that): 10,000 bursts of d = 5 with cubic monomials reached 20 GB."""
-    from .._limits import check_memory
+    from ..io.limits import check_memory
 
     d = data.dim
     n_pairs = int(np.sum(np.maximum(data.lengths - 1, 0)))

@@ -24,7 +24,8 @@ NaN. Indices in error messages are 0-based.
 
 from __future__ import annotations
 
-from .files import READ_FORMATS, WRITE_FORMATS, load_trajectories, npy_sidecar, save_trajectories
+from ..io.sidecar import read_sidecar as npy_sidecar
+from .files import READ_FORMATS, WRITE_FORMATS, load_trajectories, save_trajectories
 from .periodic import PERIODIC, check_periodic, declare_periodic, periodic_ranges, wrap, wrap_delta
 from .trajectories import NAN_HINT, Trajectories, check_dt, check_names, one_line
 from .windows import (

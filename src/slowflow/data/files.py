@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from .._io import atomic_write
 from ..errors import ConfigError, DataError
-from ..jsonable import json_default
+from ..io.atomic import atomic_write
+from ..io.jsonable import json_default
+from ..io.npy import HEADER_ERRORS, read_header
+from ..io.sidecar import read_sidecar
 from .trajectories import (
     Trajectories,
     as_numeric,
@@ -96,20 +98,16 @@ def _magic(p: Path, n: int) -> bytes:
 def _declared(fh: Any, src: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype declared by the ``.npy`` header at the position of ``fh``."""
     try:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-    except (ValueError, OSError, EOFError, *ZIP_ERRORS) as exc:
+        shape, _, dtype, _ = read_header(fh)
+    except (*HEADER_ERRORS, *ZIP_ERRORS) as exc:
         raise DataError(f"{src}: not a readable NumPy array header ({one_line(exc)})") from None
-    return tuple(int(v) for v in shape), np.dtype(dtype)
+    return shape, dtype
 
 
 def _check_declared(shape, dtype: np.dtype, have: int, src: str) -> None:
     """Refuse a header that declares more data than the file holds, or than memory takes
     once converted to float64, before anything is allocated."""
-    from .._limits import check_memory
+    from ..io.limits import check_memory
 
     n = math.prod(shape)
     need = n * dtype.itemsize
@@ -253,45 +251,13 @@ def _load_npy(p: Path, src: str, dt: float | None) -> Trajectories:
     where = f"{src}: array"
     x = to_3d(as_numeric(arr, where), where)
     validate_x(x, where)
-    side = npy_sidecar(p, arr.shape, dt)
+    side = read_sidecar(p, arr.shape, dt)
     if side is not None:
         dt, names, meta = side["dt"], side["names"], {**side["meta"], "source": src}
         return Trajectories(x, dt, check_names(names, x.shape[2], f"{src}.json: key 'names'"), meta)
     if dt is None:
         raise DataError(f"{src}: a .npy file holds no time step; {PASS_DT}")
     return Trajectories(x, dt, (), {"source": src})
-
-
-def npy_sidecar(path: str | Path, shape: tuple, dt: float | None = None) -> dict | None:
-    """The JSON file ``<file>.npy.json`` next to an ``.npy`` array, if there is one.
-
-    ``slowflow predict --out big.npy`` (:func:`slowflow.rollout.simulate_to_file`) writes it
-    with keys ``dt``, ``shape``, ``names`` and ``meta``. Returns those keys (``dt`` checked
-    against a given ``dt``, ``shape`` against the array's), or None without a sidecar.
-    """
-    p = Path(path)
-    side = p.with_name(p.name + ".json")
-    if not side.is_file():
-        return None
-    try:
-        info = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{side}: cannot read this sidecar of {p.name} ({one_line(exc)})") from None
-    if not isinstance(info, dict) or "dt" not in info:
-        raise DataError(f"{side}: expected a JSON object with key 'dt' (the sidecar of {p.name})")
-    described = info.get("shape", list(shape))
-    if not isinstance(described, list) or described != list(shape):
-        raise DataError(
-            f"{side}: describes shape {described} but {p.name} holds {tuple(shape)}; "
-            "remove the outdated sidecar and pass dt (CLI: --dt)"
-        )
-    file_dt = check_dt(info["dt"], f"{side}: key 'dt'")
-    if dt is not None and not math.isclose(file_dt, dt, rel_tol=1e-9):
-        raise DataError(
-            f"{side}: key 'dt' is {file_dt!r} but dt={dt!r} was given (CLI: --dt); they must agree"
-        )
-    meta = info.get("meta") if isinstance(info.get("meta"), dict) else {}
-    return {"dt": file_dt, "shape": tuple(shape), "names": info.get("names") or (), "meta": meta}
 
 
 _MAT_CHILD = """
@@ -395,7 +361,7 @@ _READ_FACTOR = {".csv": 12, ".mat": 3}
 
 
 def _check_read_size(p: Path, src: str) -> None:
-    from .._limits import check_memory
+    from ..io.limits import check_memory
 
     size = p.stat().st_size
     try:

@@ -3,21 +3,15 @@ trajectories padded with NaN, and the checks every reader shares."""
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, check_dt, one_line
 
 NAN_HINT = "trajectories must be finite (pad ragged trajectories only with trailing NaN)"
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def as_numeric(a: Any, where: str) -> np.ndarray:
@@ -81,17 +75,6 @@ def validate_x(x: np.ndarray, where: str) -> np.ndarray:
             "(the rest is NaN padding); each trajectory needs at least 2"
         )
     return lengths
-
-
-def check_dt(dt: Any, where: str) -> float:
-    if isinstance(dt, np.ndarray) and dt.size == 1:
-        dt = dt.reshape(-1)[0]
-    if isinstance(dt, (bool, np.bool_)) or not isinstance(dt, numbers.Real):
-        raise DataError(f"{where} must be a finite number > 0, found {dt!r}")
-    value = float(dt)
-    if not (math.isfinite(value) and value > 0):
-        raise DataError(f"{where} must be a finite number > 0, found {value!r}")
-    return value
 
 
 def check_names(names: Any, d: int, where: str) -> tuple[str, ...]:

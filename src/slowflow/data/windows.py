@@ -45,7 +45,7 @@ def make_pairs(
         raise ConfigError(
             f"pairs_per_traj must be a positive integer or None, found {pairs_per_traj!r}"
         )
-    from .._limits import check_memory
+    from ..io.limits import check_memory
 
     check_memory(  # start indices, pair indices and the two pair arrays
         8.0 * data.n_traj * int(pairs_per_traj) * (2 + 2 * data.dim),
@@ -112,7 +112,7 @@ def make_windows(
             raise ConfigError(
                 f"pairs_per_traj must be a positive integer or None, found {pairs_per_traj!r}"
             )
-        from .._limits import check_memory
+        from ..io.limits import check_memory
 
         keep = np.flatnonzero(usable >= 1)
         check_memory(

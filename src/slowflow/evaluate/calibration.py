@@ -33,6 +33,7 @@ import numpy as np
 
 from ..data import Trajectories, periodic_ranges
 from ..errors import ConfigError, DataError
+from ..model.periods import check_model_periods
 from . import metrics
 
 D_HIGH, D_LOW, BIAS_MAX, N_SE = 1.12, 0.90, 0.03, 3.0
@@ -110,48 +111,13 @@ class CalibrationResult:
         )
 
 
-def check_model_periods(model, periods, source: str) -> None:
-    """Refuse data whose periodic variables (``periods``: (lo, hi) or None per variable)
-    differ from the model's, in one line naming what differs."""
-    mine = set(getattr(model, "periodic", ()))
-    theirs = {j for j, r in enumerate(periods) if r is not None}
-    if mine != theirs:
-        raise DataError(
-            f"{source}: periodic variables {sorted(theirs)} (indices) but the model was fitted "
-            f"with {sorted(mine)}; declare the same ones"
-        )
-    for j in mine:
-        lo, length = float(model.period_lo[j]), float(model.period_len[j])
-        r = periods[j]
-        if abs(r[0] - lo) > 1e-6 * length or abs((r[1] - r[0]) - length) > 1e-6 * length:
-            raise DataError(
-                f"{source}: variable {j} is periodic on [{r[0]:g}, {r[1]:g}] but the model's "
-                f"range is [{lo:g}, {lo + length:g}]"
-            )
-
-
-def with_model_periods(data: Trajectories, model, source: str) -> Trajectories:
-    """``data`` with the model's periodic variables when the data declare none (their
-    values are checked against the model's ranges), checked against the model's."""
-    from ..data import declare_periodic
-
-    periods = periodic_ranges(data)
-    if getattr(model, "periodic", ()) and all(r is None for r in periods):
-        for j in model.periodic:
-            lo, length = float(model.period_lo[j]), float(model.period_len[j])
-            data = declare_periodic(data, [j], source, (lo, lo + length))
-        periods = periodic_ranges(data)
-    check_model_periods(model, periods, source)
-    return data
-
-
 def model_sampler(model) -> Sampler:
     """Adapt a FlowMap to the sampler protocol ``f(starts (N, d), n_steps, seed)`` (for a
     map with memory K the starts are histories (N, K + 1, d))."""
-    from ..rollout import simulate
+    from ..rollout import predict
 
     def sample(starts: np.ndarray, n_steps: int, seed: int) -> np.ndarray:
-        return simulate(model, starts, n_steps, seed=seed, progress=False)
+        return predict(model, starts, n_steps, seed=seed, progress=False)
 
     return sample
 
@@ -265,7 +231,7 @@ def check_calibration(
     if hasattr(kernel, "periodic"):
         check_model_periods(kernel, periods, "held-out data")
     max_lead = int(min(max_lead, int(data.lengths.max()) - 1 - memory))
-    from .._limits import check_memory
+    from ..io.limits import check_memory
 
     check_memory(  # the ensembles' paths (float64) with the rollout's float32 buffer
         12.0 * int(n_starts) * int(n_members) * (max_lead + 1) * data.dim,

@@ -37,7 +37,7 @@ Dictionaries returned by the ``*_report`` functions hold numpy arrays; pass them
 
 from __future__ import annotations
 
-from ..jsonable import to_jsonable
+from ..io.jsonable import to_jsonable
 from .joint import energy_distance, joint_report, sliced_w1
 from .marginal import (
     histograms,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .._io import atomic_open
+from ..io.atomic import atomic_open
 
 COLORS = {"truth": "#1f77b4", "model": "#d62728", "averaged": "#2ca02c", "other": "#9467bd"}
 _OTHERS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write
+from ..io.atomic import atomic_write
 from . import metrics
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import operator
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..io.npy import NpyArray
 from .arrays import CHUNK_ELEMENTS, as_step_indices, check_chunk, positive_int
 from .marginal import (
     histograms,
@@ -18,89 +17,6 @@ from .marginal import (
     w1_against,
 )
 from .temporal import autocorrelation_with_mean
-
-
-class NpyArray:
-    """A 3-D array ``(n_paths, T, d)`` in a ``.npy`` file, read in slices of paths.
-
-    ``x[i:j]`` reads paths ``i..j-1`` with ordinary file reads into a new array, so only
-    the slices being used are in memory (unlike a :class:`numpy.memmap`, whose pages count
-    towards the process's resident memory until unmapped). Has ``shape``, ``dtype``,
-    ``ndim``, ``nbytes`` and ``path``; ``numpy.asarray(x)`` reads everything.
-
-    Raises :class:`DataError` (one line naming the file) for a missing or truncated file, a
-    file without a NumPy header, Fortran order, a non-numeric dtype or a shape that is not
-    3-D.
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        src = str(path)
-        if not self.path.is_file():
-            raise DataError(f"{src}: no such file")
-        try:
-            with open(self.path, "rb") as fh:
-                version = np.lib.format.read_magic(fh)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-                else:
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-                self.offset = fh.tell()
-        except (ValueError, OSError, EOFError) as exc:
-            text = " ".join(str(exc).split()) or type(exc).__name__
-            raise DataError(f"{src}: not a readable .npy file ({text})") from None
-        dtype = np.dtype(dtype)
-        if dtype.kind not in "iuf" or dtype.hasobject:
-            raise DataError(f"{src}: the array has dtype {dtype}; expected a numeric array")
-        if len(shape) != 3 or 0 in shape:
-            raise DataError(
-                f"{src}: the array has shape {tuple(shape)}; expected (n_paths, n_steps + 1, d)"
-            )
-        if fortran:
-            raise DataError(f"{src}: the array is in Fortran order; expected C order")
-        self.shape, self.dtype = tuple(int(v) for v in shape), dtype
-        self.ndim = 3
-        self._row = self.shape[1] * self.shape[2]
-        self.nbytes = self.shape[0] * self._row * dtype.itemsize
-        size = self.path.stat().st_size
-        if size < self.offset + self.nbytes:
-            raise DataError(
-                f"{src}: truncated .npy file ({size} bytes, the header announces shape "
-                f"{self.shape} = {self.offset + self.nbytes} bytes)"
-            )
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __repr__(self) -> str:
-        return f"NpyArray({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
-
-    def __array__(self, dtype=None, copy=None):
-        out = self[:]
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-    def __getitem__(self, key):
-        rest: tuple = ()
-        if isinstance(key, tuple):
-            key, rest = key[0], key[1:]
-        if isinstance(key, (int, np.integer)):
-            i = operator.index(key)
-            i = i + self.shape[0] if i < 0 else i
-            if not 0 <= i < self.shape[0]:
-                raise IndexError(f"path {key} out of range for {self.shape[0]} paths")
-            return self[i : i + 1][(0, *rest)]
-        if not isinstance(key, slice) or key.step not in (None, 1):
-            raise TypeError("NpyArray supports x[i:j] (and x[i:j, ...]) and x[i] only")
-        start, stop, _ = key.indices(self.shape[0])
-        stop = max(start, stop)
-        count = (stop - start) * self._row
-        with open(self.path, "rb") as fh:
-            fh.seek(self.offset + start * self._row * self.dtype.itemsize)
-            out = np.fromfile(fh, dtype=self.dtype, count=count)
-        if out.size != count:
-            raise DataError(f"{self.path}: file shrank while reading (truncated .npy)")
-        out = out.reshape(stop - start, *self.shape[1:])
-        return out[(slice(None), *rest)] if rest else out
 
 
 def _source(x: Any, name: str) -> Any:

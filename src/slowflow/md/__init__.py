@@ -28,3 +28,6 @@ def require(module: str, extra: str = "md"):
             f"this needs the optional package {module.split('.')[0]!r}: "
             f"pip install 'slowflow[{extra}]'"
         ) from None
+
+
+__all__ = ["require"]

@@ -81,7 +81,7 @@ class Alanine:
         mm = require("openmm")
         unit = require("openmm.unit")
         app = require("openmm.app")
-        testsystems = _quiet_import("openmmtools.testsystems")
+        testsystems = quiet_import("openmmtools.testsystems")
         self.cfg, self.mm, self.unit = cfg, mm, unit
         kw = {"constraints": app.HBonds}
         if cfg.hydrogen_mass is not None:
@@ -225,7 +225,7 @@ def _quiet() -> None:
     os.environ.setdefault("OPENMM_CPU_THREADS", "1")
 
 
-def _quiet_import(module: str):
+def quiet_import(module: str):
     """Import ``module`` with its import-time banners (openmmtools' pymbar prints several
     about JAX) kept off the terminal."""
     import contextlib

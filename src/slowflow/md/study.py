@@ -163,7 +163,7 @@ def generate_md(cfg: AlanineConfig, md: MDConfig, folder: Path) -> dict:
     _log(f"MD: {info['ns']:.2f} ns in {info['seconds']:.0f} s ({info['ns_per_day']:.0f} ns/day "
          f"on {cfg.workers} workers)")  # fmt: skip
     arrays = {"bursts": bursts, "long": longs, **{f"fixed{i}": f for i, f in enumerate(fixed)}}
-    from .._io import atomic_write
+    from ..io.atomic import atomic_write
 
     with atomic_write(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -309,88 +309,76 @@ def msm_relaxation(msm, n_bins: int, lag_ps: float, max_ps: float) -> float:
     return relaxation_time(np.array(acf), lag_ps)
 
 
-def reproduce_alanine(out, quick: bool = False, seed: int = 0, workers: int | None = None) -> dict:
-    """Run the whole study; writes ``OUT/alanine/metrics.json``, ``report.md`` and figures."""
-    from .alanine import _quiet_import
-
-    require("openmm")
-    _quiet_import("openmmtools")
-    require("deeptime")
+def _fit_models(train: Trajectories, seed: int) -> tuple[dict, object]:
+    """slowflow's maps (one-step and with memory) and the Kramers-Moyal baseline (None
+    when the bursts hold too few pairs for it)."""
     from ..baselines import fit_kramers_moyal
-    from ..evaluate.metrics import w1_marginals
-    from ..evaluate.report import write_json
-    from ..rollout import simulate
-    from ..selection import fit_memory_auto
+    from ..errors import ConfigError
     from ..train import fit
+    from ..train.memory import fit_memory_auto
 
-    cfg = replace(QUICK if quick else AlanineConfig(), seed=int(seed))
-    if workers is not None:
-        cfg = replace(cfg, workers=int(workers))
-    md = MDConfig()
-    folder = Path(out) / "alanine"
-    folder.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    data = generate_md(cfg, md, folder)
-    bursts, long = data["bursts"], data["long"]
-    sweep = delta_sweep(bursts, cfg, seed)
-    delta = choose_delta(sweep)
-    every = int(round(delta / bursts.dt))
-    train = subsample(bursts, every)
-    _log(f"observation step Delta = {delta:g} ps ({train.n_traj} bursts x {train.n_obs} obs)")
     models = {"slowflow": fit(train, None, seed=seed, progress=False)}
     models["slowflow memory"] = fit_memory_auto(train, None, progress=False)
-    from ..errors import ConfigError
-
     try:
         km = fit_kramers_moyal(train, n_grid=72)  # 5-degree cells
     except ConfigError as exc:  # the quick run's few bursts
         _log(f"Kramers-Moyal skipped: {exc}")
         km = None
-    # the MSM: from the bursts at the save step, at the lag whose slowest timescale converged
+    return models, km
+
+
+def _msm_stage(bursts: Trajectories, cfg: AlanineConfig) -> dict:
+    """The MSM from the bursts at the save step, at the lag whose slowest implied
+    timescale has converged, with its Chapman-Kolmogorov test."""
     runs = [b[: int(n)] for b, n in zip(bursts.x, bursts.lengths, strict=True)]
     lags = [max(1, int(round(lag / bursts.dt))) for lag in cfg.msm_lags_ps]
     its = implied_timescales(runs, lags, cfg.msm_bins)
     lag = choose_lag(its)
     msm = fit_msm(runs, lag, cfg.msm_bins)
-    lag_ps = lag * bursts.dt
     ck = ck_test(runs, lag, cfg.msm_bins, multiples=(1, 2, 3), n_sets=min(3, msm.n_states - 1))
     _log(
-        f"MSM: {msm.n_states} states, lag {lag_ps:g} ps, slowest timescale {its[lag][0] * bursts.dt:.1f} ps"
+        f"MSM: {msm.n_states} states, lag {lag * bursts.dt:g} ps, slowest timescale "
+        f"{its[lag][0] * bursts.dt:.1f} ps"
     )
+    return {"msm": msm, "lag_ps": lag * bursts.dt, "its": its, "ck": ck}
 
-    # stationary laws
+
+def _sample(m, starts, n_steps: int, n_paths, seed: int) -> np.ndarray:
+    """Paths of a learned map or of the Kramers-Moyal baseline."""
+    from ..rollout import predict
+
+    if hasattr(m, "config"):
+        return predict(m, starts, n_steps, n_paths, seed=seed, progress=False)
+    return m.simulate(starts, n_steps, n_paths, seed=seed)
+
+
+def _stationary(sources, msm_stage, long, train, delta, cfg, seed) -> tuple[dict, dict, dict]:
+    """Long rollouts from the bursts' starts against the long MD runs: free-energy
+    surfaces, basin populations and the alpha_L relaxation time of every source."""
     burn = int(round(10.0 / long.dt))  # the long runs' first 10 ps
     md_points = long.x[:, burn:].reshape(-1, 2)
     p_md = histogram(md_points, cfg.msm_bins)
     n_roll = int(round(cfg.rollout_ns * 1000 / delta))
     rng = np.random.default_rng([seed, 9])
     starts = train.x[rng.integers(0, train.n_traj, cfg.rollout_paths), 0]
-    stat, roll = {}, {}
-    baselines = [("kramers-moyal", km)] if km is not None else []
-    for name, m in (*models.items(), *baselines):
-        if name == "kramers-moyal":
-            paths = m.simulate(starts, n_roll, seed=seed + 11)
-        else:
-            paths = simulate(m, starts, n_roll, seed=seed + 11, progress=False)
-        roll[name] = paths
-        skip = min(paths.shape[1] // 2, int(round(1000.0 / delta)))
-        stat[name] = paths[:, skip:].reshape(-1, 2)
-    p_src = {name: histogram(v, cfg.msm_bins) for name, v in stat.items()}
+    skip = int(round(1000.0 / delta))  # the rollouts' first ns, at most half of them
+    roll = {name: _sample(m, starts, n_roll, None, seed + 11) for name, m in sources.items()}
+    stat = {name: p[:, min(p.shape[1] // 2, skip) :] for name, p in roll.items()}
+    p_src = {name: histogram(v.reshape(-1, 2), cfg.msm_bins) for name, v in stat.items()}
+    msm, lag_ps = msm_stage["msm"], msm_stage["lag_ps"]
     p_src["MSM"] = stationary(msm, cfg.msm_bins)
     cells = states(md_points, cfg.msm_bins)
-    sources = [*models, *(n for n, _ in baselines), "MSM"]
-    table = {}
     pops_md = basin_fractions(md_points)
     max_ps = min(2000.0, cfg.long_ns * 1000 / 4)
     tau_md, ci_md, n_blocks = md_relaxation(long, delta, max_ps, seed)
-    for name in sources:
+    table = {}
+    for name in [*sources, "MSM"]:
         if name == "MSM":
             samples = sample_cells(p_src["MSM"], md_points, cells, 200_000, seed)
             tau = msm_relaxation(msm, cfg.msm_bins, lag_ps, max_ps)
         else:
-            samples = stat[name]
-            x = roll[name][:, min(roll[name].shape[1] // 2, int(round(1000.0 / delta))) :]
-            tau = relaxation_time(_indicator_acf(x, int(max_ps / delta)), delta)
+            samples = stat[name].reshape(-1, 2)
+            tau = relaxation_time(_indicator_acf(stat[name], int(max_ps / delta)), delta)
         pops = basin_fractions(samples)
         table[name] = {
             "fes_rms_kT": fes_rms(p_src[name], p_md),
@@ -401,19 +389,34 @@ def reproduce_alanine(out, quick: bool = False, seed: int = 0, workers: int | No
             "relaxation_ps": tau,
             "relaxation_in_md_ci": bool(ci_md[0] <= tau <= ci_md[1]) if np.isfinite(tau) else False,
         }
-    # relaxation from the fixed starts
+    reference = {
+        "populations": pops_md,
+        "relaxation_ps": tau_md,
+        "relaxation_ci95": ci_md,
+        "bootstrap_blocks": n_blocks,
+        "frames": int(md_points.shape[0]),
+    }
+    return table, reference, {"md_points": md_points, "stat": stat, "p_src": p_src}
+
+
+def _relaxation(sources, msm_stage, fixed, md_points, every, delta, cfg, seed) -> dict:
+    """Ensembles from the fixed starts against MD's: W1 on the circle over time (the
+    MSM's only at multiples of its lag)."""
+    from ..evaluate.metrics import w1_marginals
+
+    msm, lag_ps = msm_stage["msm"], msm_stage["lag_ps"]
+    cells = states(md_points, cfg.msm_bins)
     relax = {}
-    for s, ens in enumerate(data["fixed"]):
+    for s, ens in enumerate(fixed):
         ref = ens.x[:, ::every]
         n_steps = ref.shape[1] - 1
         x0 = ref[0, 0]
-        curves = {}
-        for name, m in (*models.items(), *baselines):
-            if name == "kramers-moyal":
-                pred = m.simulate(x0, n_steps, cfg.relax_paths, seed=seed + 21)
-            else:
-                pred = simulate(m, x0, n_steps, cfg.relax_paths, seed=seed + 21, progress=False)
-            curves[name] = w1_marginals(pred, ref, [RANGE, RANGE])
+        curves = {
+            name: w1_marginals(
+                _sample(m, x0, n_steps, cfg.relax_paths, seed + 21), ref, [RANGE, RANGE]
+            )
+            for name, m in sources.items()
+        }
         n_lag = int(n_steps * delta / lag_ps)
         dist = propagate(msm, x0, n_lag, cfg.msm_bins)
         msm_w1 = []
@@ -435,6 +438,39 @@ def reproduce_alanine(out, quick: bool = False, seed: int = 0, workers: int | No
             },
             "time_avg_w1": {k: [float(c) for c in v[1:].mean(0)] for k, v in curves.items()},
         }
+    return relax
+
+
+def reproduce_alanine(out, quick: bool = False, seed: int = 0, workers: int | None = None) -> dict:
+    """Run the whole study; writes ``OUT/alanine/metrics.json``, ``report.md`` and figures."""
+    from .alanine import quiet_import
+
+    require("openmm")
+    quiet_import("openmmtools")
+    require("deeptime")
+    from ..evaluate.report import write_json
+
+    cfg = replace(QUICK if quick else AlanineConfig(), seed=int(seed))
+    if workers is not None:
+        cfg = replace(cfg, workers=int(workers))
+    folder = Path(out) / "alanine"
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = generate_md(cfg, MDConfig(), folder)
+    bursts, long = data["bursts"], data["long"]
+    sweep = delta_sweep(bursts, cfg, seed)
+    delta = choose_delta(sweep)
+    every = int(round(delta / bursts.dt))
+    train = subsample(bursts, every)
+    _log(f"observation step Delta = {delta:g} ps ({train.n_traj} bursts x {train.n_obs} obs)")
+    models, km = _fit_models(train, seed)
+    sources = {**models, **({"kramers-moyal": km} if km is not None else {})}
+    msm_stage = _msm_stage(bursts, cfg)
+    table, reference, stat = _stationary(sources, msm_stage, long, train, delta, cfg, seed)
+    relax = _relaxation(
+        sources, msm_stage, data["fixed"], stat["md_points"], every, delta, cfg, seed
+    )
+    its = msm_stage["its"]
     results = {
         "config": asdict(cfg),
         "md": data["info"],
@@ -442,27 +478,23 @@ def reproduce_alanine(out, quick: bool = False, seed: int = 0, workers: int | No
         "delta_ps": delta,
         "memory_chosen": models["slowflow memory"].history["memory_selection"]["chosen"],
         "msm": {
-            "lag_ps": lag_ps,
-            "n_states": int(msm.n_states),
+            "lag_ps": msm_stage["lag_ps"],
+            "n_states": int(msm_stage["msm"].n_states),
             "bins": cfg.msm_bins,
             "implied_timescales_ps": {
                 str(k * bursts.dt): [t * bursts.dt for t in v] for k, v in its.items()
             },
-            "ck_test": ck,
-        },  # fmt: skip
-        "md_reference": {
-            "populations": pops_md,
-            "relaxation_ps": tau_md,
-            "relaxation_ci95": ci_md,
-            "bootstrap_blocks": n_blocks,
-            "frames": int(md_points.shape[0]),
-        },  # fmt: skip
+            "ck_test": msm_stage["ck"],
+        },
+        "md_reference": reference,
         "comparison": table,
         "relaxation": relax,
         "seconds": time.perf_counter() - t0,
     }
-    figs = _figures(folder, md_points, stat, p_src, relax, its, bursts.dt, cfg)
-    results["figures"] = figs
+    stat_samples = {k: v.reshape(-1, 2) for k, v in stat["stat"].items()}
+    results["figures"] = _figures(
+        folder, stat["md_points"], stat_samples, stat["p_src"], relax, its, bursts.dt, cfg
+    )
     write_json(results, folder / "metrics.json")
     _report(results, folder / "report.md")
     _log(f"done in {results['seconds']:.0f} s -> {folder / 'report.md'}")
@@ -511,7 +543,7 @@ def _figures(folder, md_points, stat, p_src, relax, its, dt, cfg) -> list[str]:
 
 
 def _report(r: dict, path: Path) -> None:
-    from .._io import atomic_write
+    from ..io.atomic import atomic_write
 
     md = r["md"]
     lines = [

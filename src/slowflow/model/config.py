@@ -25,10 +25,12 @@ class ModelConfig:
         ``"maf"`` (masked autoregressive, affine), ``"nsf"`` (autoregressive
         rational-quadratic splines), ``"coupling"`` (spline coupling layers, sampled in one
         pass), or ``"gaussian"`` (no flow: the conditional Gaussian / Euler-Maruyama
-        transition of a neural SDE, with a full Cholesky factor).
+        transition of a neural SDE, with a full Cholesky factor). ``ModelConfig()`` is the
+        default preset (``get_preset()``): the Gaussian with its drift and covariance in
+        closed form.
     transforms, hidden, activation, bins:
-        Number of flow transforms, hidden layer widths of each conditioner, its activation,
-        spline bins.
+        Number of flow transforms (None: 0 for the Gaussian, 3 for a flow), hidden layer
+        widths of each conditioner, its activation, spline bins.
     parametrization:
         ``"direct"``: the flow acts on x_{n+1} itself (the paper). ``"increment"``:
         x_{n+1} = x_n + mu + sd * (m(x_n) + L(x_n) u), with mu, sd the training increments'
@@ -69,8 +71,8 @@ class ModelConfig:
         and rollouts keep it in its range.
     """
 
-    flow: str = "nsf"
-    transforms: int = 3
+    flow: str = "gaussian"
+    transforms: int | None = None
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "relu"
     bins: int = 8
@@ -85,6 +87,8 @@ class ModelConfig:
     periodic: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.transforms is None:  # none for the Gaussian, three for a flow
+            object.__setattr__(self, "transforms", 0 if self.flow == "gaussian" else 3)
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "affine_hidden", tuple(int(h) for h in self.affine_hidden))
         if self.flow not in FLOWS:

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from .._io import atomic_write
 from ..errors import ConfigError, ModelFileError
+from ..io.atomic import atomic_write
 from .config import ModelConfig
 from .flowmap import FlowMap
 
@@ -47,7 +47,7 @@ def model_payload(model: FlowMap, meta: dict | None = None) -> dict:
 def _plain(obj):
     """JSON-native copy (numpy scalars and arrays become numbers and lists), so that the
     file loads with ``weights_only=True``."""
-    from ..jsonable import json_default
+    from ..io.jsonable import json_default
 
     return json.loads(json.dumps(obj, default=json_default))
 
@@ -70,7 +70,7 @@ def _read(path: Path) -> dict:
         raise ModelFileError(f"{path}: is a directory, expected a slowflow model file")
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path}: empty file, expected a slowflow model file")
-    from .._limits import check_archive
+    from ..io.limits import check_archive
 
     try:
         check_archive(path, f"{path}: the unpacked model file")
@@ -149,7 +149,7 @@ def min_parameters(config: ModelConfig, dim: int) -> int:
 
 def _check_payload(path: Path, payload: dict) -> ModelConfig:
     """Check a model file's fields against each other before anything is built."""
-    from .._limits import check_memory
+    from ..io.limits import check_memory
 
     dim, dt = payload["dim"], payload["dt"]
     if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 100_000:

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from .._io import atomic_write
 from ..errors import ConfigError, SlowflowError
+from ..io.atomic import atomic_write
 from ..model.config import ModelConfig, get_preset
 from .config import TrainConfig
 

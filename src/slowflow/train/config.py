@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from ..data.store import DEFAULT_BLOCK_PAIRS
 from ..errors import ConfigError
-from ..store import DEFAULT_BLOCK_PAIRS
 
 SCHEDULES = ("cosine", "constant", "step_cyclic")
 
@@ -44,7 +44,7 @@ class TrainConfig:
     training and validation windows (transients of bursts whose fast variables start out of
     equilibrium).
     ``stream``: read a file path's pairs from disk piece by piece instead of loading it
-    (files larger than memory; see :mod:`slowflow.store`): pieces of about ``block_pairs``
+    (files larger than memory; see :mod:`slowflow.data.store`): pieces of about ``block_pairs``
     pairs, ``shuffle_pieces`` of them loaded and mixed at a time.
     With ``max_minutes`` the cosine schedule runs on whichever is further along, the
     epochs or the wall-clock budget, so the learning rate has decayed when time is up.

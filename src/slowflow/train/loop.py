@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
+from ..data.store import TrajectoryStore
 from ..errors import ConfigError
 from ..model.config import ModelConfig, get_preset
 from ..model.flowmap import FlowMap, build_model
-from ..store import TrajectoryStore
 from .checkpoint import Checkpoint, load_checkpoint, resume_settings, write_checkpoint
 from .closed_form import closed_form_model, fit_closed_form, history_bank, reweight_drift
 from .config import TrainConfig
@@ -73,7 +73,7 @@ def fit(
     ----------
     data : Trajectories, TrajectoryStore or path
         Slow-variable bursts ``(n_traj, n_obs, d)`` (any supported file format). A
-        :class:`~slowflow.store.TrajectoryStore`, or a path with ``stream=True``, is read
+        :class:`~slowflow.data.store.TrajectoryStore`, or a path with ``stream=True``, is read
         from disk piece by piece (files larger than memory).
     model_config : ModelConfig, preset name or None
         Architecture (None: the default preset).
@@ -89,7 +89,7 @@ def fit(
     memory : int or None
         Condition the map on this many past observations besides x_n (replaces the
         config's ``memory``; None keeps it). To choose it from the data use
-        :func:`slowflow.selection.fit_memory_auto`.
+        :func:`slowflow.train.memory.fit_memory_auto`.
 
     Returns
     -------

@@ -128,7 +128,7 @@ def _stream_reader(store, memory: int, skip_first: int):
 
 
 def prepare_stream(store, cfg: TrainConfig, device, memory: int = 0) -> Prepared:
-    from ..store import pair_statistics
+    from ..data.store import pair_statistics
 
     if cfg.pairs_per_traj is not None:
         raise ConfigError("pairs_per_traj is not available with streaming; it uses every pair")

@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: Fraction of the available memory one array may take.
 MEMORY_FRACTION = 0.8

@@ -31,11 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write
-from .data import NAN_HINT, check_dt, check_names, one_line, split_indices, time_split
-from .data.files import ZIP_ERRORS
-from .errors import ConfigError, DataError
-from .jsonable import json_default
+from ..errors import ConfigError, DataError
+from ..io.atomic import atomic_write
+from ..io.jsonable import json_default
+from ..io.npy import HEADER_ERRORS, read_header, write_header
+from .files import ZIP_ERRORS
+from .trajectories import NAN_HINT, check_dt, check_names, one_line
+from .windows import split_indices, time_split
 
 #: Pairs per piece when a file is opened for streaming (about 16 MB of float64 for d = 1).
 DEFAULT_BLOCK_PAIRS = 1 << 20
@@ -53,14 +55,9 @@ class Piece:
 def _npy_header(fh, src: str, where: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """Read a .npy header at the current position: shape, fortran order, dtype, data offset."""
     try:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-    except (ValueError, OSError, EOFError) as exc:
+        return read_header(fh)
+    except HEADER_ERRORS as exc:
         raise DataError(f"{src}: {where} has no readable NumPy header ({one_line(exc)})") from None
-    return tuple(shape), bool(fortran), np.dtype(dtype), fh.tell()
 
 
 def _check_array(shape, fortran, dtype, src: str, where: str) -> None:
@@ -476,12 +473,7 @@ class TrajectoryWriter:
         tmp = self._ctx.__enter__()
         self._zip = zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
         self._fh = self._zip.open("x.npy", "w", force_zip64=True)
-        header = {
-            "descr": np.lib.format.dtype_to_descr(self.dtype),
-            "fortran_order": False,
-            "shape": self.shape,
-        }
-        np.lib.format.write_array_header_2_0(self._fh, header)
+        write_header(self._fh, self.shape, self.dtype, version=(2, 0))
         return self
 
     def write(self, block) -> None:

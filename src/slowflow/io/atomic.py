@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: Marker in the names of temporary files (``.<name>.tmp-<hex><suffix>``).
 TEMP_MARK = ".tmp-"

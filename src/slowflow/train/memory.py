@@ -39,9 +39,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from .data import Trajectories, load_trajectories, make_windows, split_by_trajectory
-from .errors import ConfigError
-from .model.basis import (
+from ..data import Trajectories, load_trajectories, make_windows, split_by_trajectory
+from ..errors import ConfigError
+from ..model.basis import (
     WEIGHT_FLOOR,
     Folds,
     Moments,
@@ -52,10 +52,11 @@ from .model.basis import (
     max_degree,
     n_features,
 )
-from .model.config import ModelConfig, get_preset
-from .model.covariance import fit_covariance
-from .model.flowmap import window_coords
-from .train import TrainConfig, fit
+from ..model.config import ModelConfig, get_preset
+from ..model.covariance import fit_covariance
+from ..model.flowmap import window_coords
+from .config import TrainConfig
+from .loop import fit
 
 #: Paired-difference z a candidate must beat the best by to be kept.
 Z_ACCEPT = 3.0
