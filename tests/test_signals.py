@@ -128,3 +128,32 @@ def test_interrupted_command_leaves_files_as_they_were(work, tmp_path, command, 
     if command == "fit":  # stopped while loading or in the first epoch: no model, no checkpoint
         assert "nothing was written" in err or "discarded" in err, err
         assert not (tmp_path / "o.pt.ckpt").exists()
+
+
+def test_an_interrupt_the_interpreter_drops_still_stops_the_command(tmp_path, monkeypatch, capsys):
+    """SIGTERM arriving while Python runs a ctypes callback (numba's compiler calls back
+    into Python that way) raises a KeyboardInterrupt that the interpreter prints and drops,
+    so the command would run on and replace its output. The stop request is recorded
+    first: the output is not replaced, the exit code is 130, and no traceback is shown."""
+    import ctypes
+    import signal
+
+    import slowflow.simulate as sim
+    from slowflow.cli import main
+
+    original = sim.simulate_bursts
+
+    def interrupted_inside_a_callback(*args, **kwargs):
+        callback = ctypes.CFUNCTYPE(None)(lambda: signal.raise_signal(signal.SIGTERM))
+        callback()  # the KeyboardInterrupt raised in here is dropped by ctypes
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sim, "simulate_bursts", interrupted_inside_a_callback)
+    out = tmp_path / "o.npz"
+    out.write_bytes(b"old")
+    capsys.readouterr()
+    rc = main(["simulate", "ou", "--n-traj", "20", "--t-end", "0.1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 130 and out.read_bytes() == b"old"
+    assert "Traceback" not in err and "interrupted" in err
+    assert not [p for p in tmp_path.iterdir() if TEMP_MARK in p.name]

@@ -15,6 +15,7 @@ import sys
 import warnings
 
 from ..errors import SlowflowError
+from ..io.atomic import request_stop, stop_requested
 from . import data, evaluate, model
 from .options import Parser
 
@@ -46,9 +47,23 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _interrupt(signum, frame):
-    """SIGTERM (and SIGHUP) stop a command the way Ctrl-C does: temporary files are removed
-    and existing outputs stay as they were."""
+    """Ctrl-C, SIGTERM and SIGHUP stop a command: temporary files are removed and existing
+    outputs stay as they were. The request is recorded before the KeyboardInterrupt is
+    raised, so that one the interpreter drops (raised inside a callback) still stops the
+    command before it commits any output."""
+    request_stop()
     raise KeyboardInterrupt
+
+
+def _unraisable(hook):
+    """A ``sys.unraisablehook`` that keeps quiet about a KeyboardInterrupt the interpreter
+    dropped (the stop request it carried is recorded and acted on) and passes the rest on."""
+
+    def quiet(info) -> None:
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            hook(info)
+
+    return quiet
 
 
 def _fail(args, exc: BaseException) -> int:
@@ -80,19 +95,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {}
+    handlers, hook = {}, sys.unraisablehook
+    request_stop(False)
+    sys.unraisablehook = _unraisable(hook)
     try:
-        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
             if sig is not None:
                 with contextlib.suppress(ValueError):  # not the main thread: leave them
                     handlers[sig] = signal.signal(sig, _interrupt)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        if stop_requested():  # an interrupt the interpreter dropped: nothing was committed
+            raise KeyboardInterrupt
+        return code
     except KeyboardInterrupt:
         print(f"slowflow: interrupted; {_DISCARDED}", file=sys.stderr)
         return 130
     except (SlowflowError, MemoryError, OSError, ValueError, OverflowError) as exc:
         return _fail(args, exc)
     finally:
+        request_stop(False)
+        sys.unraisablehook = hook
         for sig, old in handlers.items():
             signal.signal(sig, old)
 

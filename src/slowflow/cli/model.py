@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..io.atomic import check_output
+from ..io.atomic import check_output, request_stop
 from ..io.limits import check_memory, gb
 from .options import (
     Given,
@@ -129,6 +129,8 @@ def cmd_fit(args) -> int:
     # under torchrun every process trains; rank 0 alone writes the model and checkpoints
     lead = int(os.environ.get("RANK", "0") or 0) == 0
     model = _fit(args, _load_data(args), cfg, overrides, preset, checkpoint, lead)
+    # an interrupt ended the training cleanly: the best model so far is written on purpose
+    request_stop(False)
     h = model.history
     if "memory_selection" in h and lead:
         from ..train.memory import describe

@@ -19,6 +19,27 @@ from ..errors import ConfigError
 #: Marker in the names of temporary files (``.<name>.tmp-<hex><suffix>``).
 TEMP_MARK = ".tmp-"
 
+#: Set when the user asked to stop (Ctrl-C, SIGTERM): see :func:`request_stop`.
+_STOP = {"requested": False}
+
+
+def request_stop(requested: bool = True) -> None:
+    """Record that the user asked to stop (the CLI's signal handlers call this before they
+    raise KeyboardInterrupt), or clear it (``False``). A KeyboardInterrupt raised while
+    Python runs a callback (numba's compiler, a finalizer) is printed and dropped by the
+    interpreter; the request stays, and no atomic write or folder is committed after it."""
+    _STOP["requested"] = bool(requested)
+
+
+def stop_requested() -> bool:
+    """Whether a stop was requested (and not cleared) since :func:`request_stop`."""
+    return _STOP["requested"]
+
+
+def _commit_allowed() -> None:
+    if _STOP["requested"]:
+        raise KeyboardInterrupt
+
 
 def _reserve_temp(target: Path) -> Path:
     """Create an empty, uniquely named temporary file next to ``target`` and return its path.
@@ -91,6 +112,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
             )
         with contextlib.suppress(OSError), open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        _commit_allowed()
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -123,6 +145,7 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     stage.mkdir()
     try:
         yield stage
+        _commit_allowed()
         for item in sorted(stage.iterdir()):
             os.replace(item, folder / item.name)
     finally:
