@@ -173,3 +173,32 @@ def test_kstep_score_ranks_wrong_drifts_below_the_exact_law():
         diff = wrong["per_start"] - right["per_start"]
         z = diff.mean() / (diff.std(ddof=1) / np.sqrt(diff.size))
         assert z > 4.0, (scale, z)
+
+
+def test_cholesky_of_extrapolated_covariances_never_raises():
+    """The closed-form covariance, evaluated far from the data (a rollout that wanders),
+    can be indefinite, ill-conditioned beyond float32's precision or non-finite. Its factor
+    must still exist: a positive-definite matrix factorizes as it is (L L^T equals it to
+    float32 rounding), an ill-conditioned or indefinite one is projected (eigenvalues >=
+    1e-7 of the largest), and a non-finite one gives a NaN factor that the rollout reports
+    as a non-finite path. (A fit with memory 2 on the alanine bursts raised a LinAlgError
+    here.)"""
+    import torch
+
+    from slowflow.model.covariance import cholesky_torch
+
+    q = torch.tensor(
+        [[4.0, 1.0, 3.0], [1e6, 999.9, 1.0], [1.0, 2.0, 1.0], [1e8, 1e4 + 1, 1.0],
+         [float("nan"), 0.0, 1.0]],
+        dtype=torch.float32,
+    )  # fmt: skip
+    chol = cholesky_torch(q, torch.ones(2), 2)
+    s0 = chol[0] @ chol[0].T
+    assert torch.allclose(s0, torch.tensor([[4.0, 1.0], [1.0, 3.0]]), rtol=1e-6)
+    for k in (1, 2, 3):  # finite, lower triangular, positive diagonal
+        assert torch.isfinite(chol[k]).all() and chol[k][0, 1] == 0
+        assert (torch.diagonal(chol[k]) > 0).all()
+    for k in (2, 3):  # indefinite: projected with the relative floor (float32 rounding)
+        w = torch.linalg.eigvalsh((chol[k] @ chol[k].T).double())
+        assert w.min() >= 0.5e-7 * w.max()
+    assert torch.isnan(chol[4]).all()

@@ -123,14 +123,31 @@ def cholesky_torch(q: torch.Tensor, scale: torch.Tensor, dim: int) -> torch.Tens
     unit = scale.unsqueeze(-1) * scale.unsqueeze(-2)
     s = s / unit
     eye = torch.eye(dim, dtype=q.dtype, device=q.device)
+    nonfinite = ~torch.isfinite(s).all(-1).all(-1)
     _, info = torch.linalg.cholesky_ex(s - EIG_FLOOR * eye)
     bad = info != 0
     if bool(bad.any()):
-        w, v = torch.linalg.eigh(s[bad])
-        psd = (v * w.clamp_min(EIG_FLOOR).unsqueeze(-2)) @ v.transpose(-1, -2)
         s = s.clone()
-        s[bad] = 0.5 * (psd + psd.transpose(-1, -2))
-    return torch.linalg.cholesky(s) * scale.unsqueeze(-1)
+        s[bad] = _project_ill(s[bad])
+    chol, info = torch.linalg.cholesky_ex(s)
+    failed = (info != 0) | nonfinite
+    if bool(failed.any()):  # non-finite entries: the path is reported, never a crash
+        chol = chol.masked_fill(failed[..., None, None], float("nan"))
+    return chol * scale.unsqueeze(-1)
+
+
+def _project_ill(s: torch.Tensor) -> torch.Tensor:
+    """The projection of matrices (k, d, d) that fail the direct factorization, in float64:
+    eigenvalues clipped at ``EIG_FLOOR`` and at 1e-7 of the largest one, so that the
+    result factorizes in float32 too (without the relative floor a covariance extrapolated
+    to large values kept a condition number beyond float32's precision, and the
+    factorization failed inside a rollout). Non-finite entries are zeroed here and the
+    factor marked non-finite by the caller."""
+    sd = torch.nan_to_num(s.double(), nan=0.0, posinf=0.0, neginf=0.0)
+    w, v = torch.linalg.eigh(0.5 * (sd + sd.transpose(-1, -2)))
+    floor = (w.amax(-1, keepdim=True) * 1e-7).clamp_min(EIG_FLOOR)
+    psd = (v * torch.maximum(w, floor).unsqueeze(-2)) @ v.transpose(-1, -2)
+    return (0.5 * (psd + psd.transpose(-1, -2))).to(s.dtype)
 
 
 def fit_covariance(
