@@ -63,6 +63,21 @@ def test_msm_recovers_a_known_two_state_timescale():
     assert abs(msm.timescales(k=1)[0] / (-1 / math.log(0.9)) - 1) < 0.1
 
 
+def test_observation_step_is_the_smallest_calibrated_or_the_least_flagged():
+    """The sweep's choice: the smallest calibrated Delta; when every Delta is flagged, the
+    one least beyond check's thresholds (not the coarsest, which the full run once chose:
+    2 ps with 6 observations per burst, where 0.1 ps was least miscalibrated)."""
+    from slowflow.md.study import choose_delta
+
+    def row(delta, calibrated, disp, bias=0.01):
+        return {"delta_ps": delta, "calibrated": calibrated, "dispersion": [disp], "bias": [bias]}
+
+    assert choose_delta([row(0.1, False, 0.3), row(0.5, True, 0.05), row(1, True, 0.04)]) == 0.5
+    flagged = [row(0.1, False, 0.37), row(0.5, False, 0.53), row(2, False, 0.69)]
+    assert choose_delta(flagged) == 0.1
+    assert choose_delta([row(0.1, False, 0.2, bias=0.2), row(0.5, False, 0.3)]) == 0.5
+
+
 def test_alanine_pipeline_at_a_tiny_size(tmp_path):
     """reproduce alanine --quick: a few ps of real MD, the Delta sweep, slowflow, the MSM and
     the comparison; every number the report promises is there and the figures exist."""

@@ -216,8 +216,20 @@ def delta_sweep(bursts: Trajectories, cfg: AlanineConfig, seed: int) -> list[dic
 
 
 def choose_delta(rows: list[dict]) -> float:
+    """The smallest calibrated Delta; if none is, the least miscalibrated one: the smallest
+    worst excess over ``check``'s thresholds (PIT dispersion over its tolerance of 0.1,
+    PIT bias over 0.03), so that a sweep where every Delta is flagged still uses the best
+    kernel rather than the coarsest step."""
+    from ..evaluate.calibration import BIAS_MAX
+
     ok = [r["delta_ps"] for r in rows if r["calibrated"]]
-    return min(ok) if ok else max(r["delta_ps"] for r in rows)
+    if ok:
+        return min(ok)
+
+    def excess(r: dict) -> float:
+        return max(max(r["dispersion"]) / 0.1, max(r["bias"]) / BIAS_MAX)
+
+    return min(rows, key=excess)["delta_ps"]
 
 
 def choose_lag(its: dict, tol: float = 0.1) -> int:
