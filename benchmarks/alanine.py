@@ -36,10 +36,15 @@ def page(r: dict, m: dict, command: str) -> str:
     rows = []
     for name, row in r["comparison"].items():
         p, e = row["populations"], row["population_rel_error"]
+        within = row.get("populations_in_md_ci", {})
+
+        def inside(b, within=within):
+            return ", in MD's CI" if within.get(b) else ""
+
         rows.append(
-            f"| {name} | {_f(row['fes_rms_kT'])} | {p['beta']:.3f} ({_f(e['beta'], '+.0%')}) | "
-            f"{p['alpha_R']:.3f} ({_f(e['alpha_R'], '+.0%')}) | {p['alpha_L']:.4f} "
-            f"({_f(e['alpha_L'], '+.0%')}) | {_f(row['relaxation_ps'], '.0f')} | "
+            f"| {name} | {_f(row['fes_rms_kT'])} | {p['beta']:.3f} ({_f(e['beta'], '+.0%')}{inside('beta')}) | "
+            f"{p['alpha_R']:.3f} ({_f(e['alpha_R'], '+.0%')}{inside('alpha_R')}) | {p['alpha_L']:.4f} "
+            f"({_f(e['alpha_L'], '+.0%')}{inside('alpha_L')}) | {_f(row['relaxation_ps'], '.1f')} | "
             f"{'yes' if row['relaxation_in_md_ci'] else 'no'} |"
         )
     relax = []
@@ -51,6 +56,12 @@ def page(r: dict, m: dict, command: str) -> str:
                 f"{', '.join(f'{c:.3f}' for c in v) if v else '-'} | "
                 f"{', '.join(f'{c:.3f}' for c in allt) if allt else '- (lag only)'} |"
             )
+    ci = ref.get("populations_ci95", {})
+    pops_md = ", ".join(
+        f"{b} {ref['populations'][b]:.3f}"
+        + (f" ({ci[b][0]:.3f}-{ci[b][1]:.3f})" if b in ci else "")
+        for b in ("beta", "alpha_R", "alpha_L")
+    )
     its = r["msm"]["implied_timescales_ps"]
     its_line = "; ".join(
         f"lag {k} ps: {', '.join(f'{t:.0f}' for t in v)} ps" for k, v in its.items()
@@ -84,10 +95,9 @@ MSM: {r["msm"]["n_states"]} states on a {r["msm"]["bins"]} x {r["msm"]["bins"]} 
 
 ## Stationary law and slowest relaxation
 
-MD reference ({ref["frames"]:,} frames of the long runs): populations beta
-{ref["populations"]["beta"]:.3f}, alpha_R {ref["populations"]["alpha_R"]:.3f}, alpha_L
-{ref["populations"]["alpha_L"]:.4f}; alpha_L relaxation time {_f(ref["relaxation_ps"], ".0f")} ps
-(95 % block-bootstrap interval {_f(ref["relaxation_ci95"][0], ".0f")}-{_f(ref["relaxation_ci95"][1], ".0f")} ps,
+MD reference ({ref["frames"]:,} frames of the long runs): populations {pops_md}
+(95 % block-bootstrap intervals, blocks of 1 ns); alpha_L relaxation time {_f(ref["relaxation_ps"], ".1f")} ps
+(95 % block-bootstrap interval {_f(ref["relaxation_ci95"][0], ".1f")}-{_f(ref["relaxation_ci95"][1], ".1f")} ps,
 {ref["bootstrap_blocks"]} blocks of 1 ns).
 
 | source | FES RMS vs MD (kT, cells >= 1 % mass) | beta (rel. error) | alpha_R | alpha_L | alpha_L relaxation (ps) | in MD's 95 % interval |
