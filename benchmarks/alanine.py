@@ -44,8 +44,12 @@ def page(r: dict, m: dict, command: str) -> str:
         rows.append(
             f"| {name} | {_f(row['fes_rms_kT'])} | {p['beta']:.3f} ({_f(e['beta'], '+.0%')}{inside('beta')}) | "
             f"{p['alpha_R']:.3f} ({_f(e['alpha_R'], '+.0%')}{inside('alpha_R')}) | {p['alpha_L']:.4f} "
-            f"({_f(e['alpha_L'], '+.0%')}{inside('alpha_L')}) | {_f(row['relaxation_ps'], '.1f')} | "
-            f"{'yes' if row['relaxation_in_md_ci'] else 'no'} |"
+            f"({_f(e['alpha_L'], '+.0%')}{inside('alpha_L')}) | "
+            + " | ".join(
+                f"{_f(row['relaxation_ps'][b], '.1f')} ({'in' if row['relaxation_in_md_ci'][b] else 'outside'})"
+                for b in ("alpha_R", "alpha_L")
+            )
+            + " |"
         )
     relax = []
     for label, rel in r["relaxation"].items():
@@ -61,6 +65,11 @@ def page(r: dict, m: dict, command: str) -> str:
         f"{b} {ref['populations'][b]:.3f}"
         + (f" ({ci[b][0]:.3f}-{ci[b][1]:.3f})" if b in ci else "")
         for b in ("beta", "alpha_R", "alpha_L")
+    )
+    md_tau = ", ".join(
+        f"{b} {_f(ref['relaxation_ps'][b], '.1f')} ps ({_f(ref['relaxation_ci95'][b][0], '.1f')}-"
+        f"{_f(ref['relaxation_ci95'][b][1], '.1f')})"
+        for b in ("alpha_R", "alpha_L")
     )
     its = r["msm"]["implied_timescales_ps"]
     its_line = "; ".join(
@@ -96,17 +105,18 @@ MSM: {r["msm"]["n_states"]} states on a {r["msm"]["bins"]} x {r["msm"]["bins"]} 
 ## Stationary law and slowest relaxation
 
 MD reference ({ref["frames"]:,} frames of the long runs): populations {pops_md}
-(95 % block-bootstrap intervals, blocks of 1 ns); alpha_L relaxation time {_f(ref["relaxation_ps"], ".1f")} ps
-(95 % block-bootstrap interval {_f(ref["relaxation_ci95"][0], ".1f")}-{_f(ref["relaxation_ci95"][1], ".1f")} ps,
-{ref["bootstrap_blocks"]} blocks of 1 ns).
+(95 % block-bootstrap intervals, blocks of 1 ns); relaxation times of the milestoned
+basins (the lag at which the autocorrelation of "last core visited is the basin" falls to
+1/e; cores: 0.5 rad around each basin's most visited point): {md_tau}
+(95 % block-bootstrap intervals, {ref["bootstrap_blocks"]} blocks).
 
-| source | FES RMS vs MD (kT, cells >= 1 % mass) | beta (rel. error) | alpha_R | alpha_L | alpha_L relaxation (ps) | in MD's 95 % interval |
+| source | FES RMS vs MD (kT, cells >= 1 % mass) | beta (rel. error) | alpha_R | alpha_L | alpha_R relaxation (ps, MD's 95 % interval) | alpha_L relaxation (ps, MD's 95 % interval) |
 |---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 ## Relaxation from fixed starts
 
-Time-averaged W1 on the circle (rad) to the {r['config']['fixed_runs']}-run MD ensemble, per dihedral, over the
+Time-averaged W1 on the circle (rad) to the {r["config"]["fixed_runs"]}-run MD ensemble, per dihedral, over the
 times where the MSM is defined (multiples of its lag), and over every Δ (the MSM has no
 value between its lags):
 

@@ -37,6 +37,7 @@ from .alanine import MDConfig, run_jobs, start_configuration
 from .msm import (
     BASINS,
     basin_fractions,
+    basin_of,
     ck_test,
     fit_msm,
     histogram,
@@ -285,16 +286,53 @@ def _acf_of_sums(sums, a, b, totals, length: int, max_lag: int) -> np.ndarray:
     return num / (n_rows * (length - k)) / v
 
 
-def _indicator_acf(x: np.ndarray, max_lag: int) -> np.ndarray:
-    """Normalized autocorrelation (max_lag + 1,) of 1[phi > 0] pooled over trajectories
-    (n, L, 2), with the pooled mean and variance (NaN at lags >= L)."""
-    f = (x[..., 0] >= 0).astype(float)
+#: The basins whose relaxation is measured: the exchange of alpha_R with beta, and alpha_L.
+RELAX_BASINS = ("alpha_R", "alpha_L")
+
+
+def core_centres(points: np.ndarray, n: int = 36) -> dict[int, np.ndarray]:
+    """Each basin's most visited point (the centre of its fullest cell of an n x n grid)
+    among ``points`` (m, 2): the centres of the basins' cores."""
+    cells, basins = states(points, n), basin_of(points)
+    out = {}
+    for i in range(len(BASINS)):
+        sel = cells[basins == i]
+        if sel.size:
+            c = int(np.bincount(sel, minlength=n * n).argmax())
+            out[i] = (np.array([c // n, c % n]) + 0.5) / n * 2 * math.pi - math.pi
+    return out
+
+
+def milestones(x: np.ndarray, centres: dict, radius: float = 0.5) -> np.ndarray:
+    """Basin labels (n, L) of trajectories (n, L, 2): the last basin whose core (points
+    within ``radius`` rad on the torus of its centre) was visited; before the first core
+    visit, the basin itself. A crossing of a basin's edge that returns before reaching
+    another core is then no transition: the fast recrossings that made the indicator of
+    phi > 0 decorrelate in 0.1 ps do not count."""
+    core = np.full(x.shape[:-1], -1)
+    for i, c in centres.items():
+        d = np.angle(np.exp(1j * (x - c)))  # wrapped differences
+        core[np.hypot(d[..., 0], d[..., 1]) < radius] = i
+    t = np.where(core >= 0, np.arange(core.shape[-1]), 0)
+    filled = np.take_along_axis(core, np.maximum.accumulate(t, axis=-1), axis=-1)
+    return np.where(filled >= 0, filled, basin_of(x))
+
+
+def _basin_acf(labels: np.ndarray, basin: int, max_lag: int) -> np.ndarray:
+    """Normalized autocorrelation (max_lag + 1,) of 1[label == basin] pooled over
+    trajectories (n, L), with the pooled mean and variance (NaN at lags >= L)."""
+    f = (labels == basin).astype(float)
     length = f.shape[1]
     k_max = min(int(max_lag), length - 1)
     out = np.full(int(max_lag) + 1, np.nan)
     sums, a, b = _lag_sums(f, k_max)
     out[: k_max + 1] = _acf_of_sums(sums, a, b, f.sum(1), length, k_max)
     return out
+
+
+def _indicator_acf(x: np.ndarray, max_lag: int) -> np.ndarray:
+    """Normalized autocorrelation of 1[phi > 0] pooled over trajectories (n, L, 2)."""
+    return _basin_acf((x[..., 0] >= 0).astype(int), 1, max_lag)
 
 
 def relaxation_time(acf: np.ndarray, dt: float) -> float:
@@ -307,35 +345,41 @@ def relaxation_time(acf: np.ndarray, dt: float) -> float:
     return float(dt * (k - 1 + (a - 1 / math.e) / (a - b)))
 
 
-def md_relaxation(long: Trajectories, dt_ps: float, max_ps: float, seed: int):
-    """MD's alpha_L relaxation time with a 95 % block-bootstrap interval (blocks of 1 ns)."""
+def md_relaxation(long: Trajectories, centres: dict, dt_ps: float, max_ps: float, seed: int):
+    """MD's relaxation times of the basins in :data:`RELAX_BASINS` (milestoned labels),
+    each with a 95 % block-bootstrap interval (blocks of at least 1 ns)."""
     every = int(round(dt_ps / long.dt))
-    x = long.x[:, ::every]
+    labels = milestones(long.x[:, ::every], centres)
     max_lag = int(max_ps / dt_ps)
-    tau = relaxation_time(_indicator_acf(x, max_lag), dt_ps)
-    block = min(x.shape[1], max(max_lag + 1, int(1000.0 / dt_ps)))
-    blocks = [
-        x[i, s : s + block]
-        for i in range(x.shape[0])
-        for s in range(0, x.shape[1] - block + 1, block)
-    ]
-    rng = np.random.default_rng([seed, 5])
-    f = np.stack([(blk[..., 0] >= 0).astype(float) for blk in blocks])
+    block = min(labels.shape[1], max(max_lag + 1, int(1000.0 / dt_ps)))
+    blocks = np.stack([
+        labels[i, s : s + block]
+        for i in range(labels.shape[0])
+        for s in range(0, labels.shape[1] - block + 1, block)
+    ])  # fmt: skip
     k_max = min(max_lag, block - 1)
-    sums, a, b = _lag_sums(f, k_max)
-    totals = f.sum(1)
-    boot = []
-    for _ in range(200 if len(blocks) > 1 else 0):
-        pick = rng.integers(0, len(blocks), len(blocks))
-        acf = _acf_of_sums(sums[pick], a[pick], b[pick], totals[pick], block, k_max)
-        boot.append(relaxation_time(acf, dt_ps))
-    boot = np.array([b for b in boot if np.isfinite(b)])
-    ci = (
-        [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
-        if boot.size > 10
-        else [float("nan")] * 2
-    )
-    return tau, ci, len(blocks)
+    rng = np.random.default_rng([seed, 5])
+    picks = [
+        rng.integers(0, len(blocks), len(blocks)) for _ in range(200 if len(blocks) > 1 else 0)
+    ]
+    taus, cis = {}, {}
+    for name in RELAX_BASINS:
+        i = BASINS.index(name)
+        taus[name] = relaxation_time(_basin_acf(labels, i, max_lag), dt_ps)
+        f = (blocks == i).astype(float)
+        sums, a, b = _lag_sums(f, k_max)
+        totals = f.sum(1)
+        boot = np.array([
+            relaxation_time(_acf_of_sums(sums[p], a[p], b[p], totals[p], block, k_max), dt_ps)
+            for p in picks
+        ])  # fmt: skip
+        boot = boot[np.isfinite(boot)]
+        cis[name] = (
+            [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+            if boot.size > 10
+            else [float("nan")] * 2
+        )
+    return taus, cis, len(blocks)
 
 
 def md_population_ci(long: Trajectories, burn: int, seed: int, block_ps: float = 1000.0):
@@ -357,12 +401,13 @@ def md_population_ci(long: Trajectories, burn: int, seed: int, block_ps: float =
     return {b: [float(lo[j]), float(hi[j])] for j, b in enumerate(BASINS)}
 
 
-def msm_relaxation(msm, n_bins: int, lag_ps: float, max_ps: float) -> float:
-    """The MSM's alpha_L relaxation time: the same 1/e lag of its exact autocorrelation of
-    1[phi > 0] (cell centres), at multiples of its lag."""
+def msm_relaxation(msm, n_bins: int, lag_ps: float, max_ps: float, basin: str) -> float:
+    """The MSM's relaxation time of ``basin``: the 1/e lag of its exact autocorrelation of
+    1[cell centre in the basin], at multiples of its lag (an MSM's states are coarse
+    already: no milestoning)."""
     centers = (np.arange(n_bins) + 0.5) / n_bins * 2 * math.pi - math.pi
-    phi_of_cell = np.repeat(centers, n_bins)
-    f = (phi_of_cell[msm.count_model.state_symbols] >= 0).astype(float)
+    grid = np.stack([np.repeat(centers, n_bins), np.tile(centers, n_bins)], axis=-1)
+    f = (basin_of(grid)[msm.count_model.state_symbols] == BASINS.index(basin)).astype(float)
     pi = msm.stationary_distribution
     m = pi @ f
     v = pi @ (f - m) ** 2
@@ -436,16 +481,21 @@ def _stationary(sources, msm_stage, long, train, delta, cfg, seed) -> tuple[dict
     cells = states(md_points, cfg.msm_bins)
     pops_md = basin_fractions(md_points)
     max_ps = min(2000.0, cfg.long_ns * 1000 / 4)
-    tau_md, ci_md, n_blocks = md_relaxation(long, delta, max_ps, seed)
+    centres = core_centres(md_points)
+    tau_md, ci_md, n_blocks = md_relaxation(long, centres, delta, max_ps, seed)
     pop_ci = md_population_ci(long, burn, seed)
     table = {}
     for name in [*sources, "MSM"]:
         if name == "MSM":
             samples = sample_cells(p_src["MSM"], md_points, cells, 200_000, seed)
-            tau = msm_relaxation(msm, cfg.msm_bins, lag_ps, max_ps)
+            tau = {b: msm_relaxation(msm, cfg.msm_bins, lag_ps, max_ps, b) for b in RELAX_BASINS}
         else:
             samples = stat[name].reshape(-1, 2)
-            tau = relaxation_time(_indicator_acf(stat[name], int(max_ps / delta)), delta)
+            labels = milestones(stat[name], centres)
+            tau = {
+                b: relaxation_time(_basin_acf(labels, BASINS.index(b), int(max_ps / delta)), delta)
+                for b in RELAX_BASINS
+            }
         pops = basin_fractions(samples)
         within = {b: bool(pop_ci[b][0] <= pops[b] <= pop_ci[b][1]) for b in BASINS}
         table[name] = {
@@ -456,7 +506,10 @@ def _stationary(sources, msm_stage, long, train, delta, cfg, seed) -> tuple[dict
                 b: (pops[b] - pops_md[b]) / pops_md[b] if pops_md[b] > 0 else None for b in BASINS
             },
             "relaxation_ps": tau,
-            "relaxation_in_md_ci": bool(ci_md[0] <= tau <= ci_md[1]) if np.isfinite(tau) else False,
+            "relaxation_in_md_ci": {
+                b: bool(np.isfinite(tau[b]) and ci_md[b][0] <= tau[b] <= ci_md[b][1])
+                for b in RELAX_BASINS
+            },
         }
     reference = {
         "populations": pops_md,
@@ -464,6 +517,7 @@ def _stationary(sources, msm_stage, long, train, delta, cfg, seed) -> tuple[dict
         "relaxation_ps": tau_md,
         "relaxation_ci95": ci_md,
         "bootstrap_blocks": n_blocks,
+        "core_centres": {BASINS[i]: [float(v) for v in c] for i, c in centres.items()},
         "frames": int(md_points.shape[0]),
     }
     return table, reference, {"md_points": md_points, "stat": stat, "p_src": p_src}
@@ -632,19 +686,27 @@ def _report(r: dict, path: Path) -> None:
         for s in r["delta_sweep"]
     ]
     ref = r["md_reference"]
+    md_tau = ", ".join(
+        f"{b} {ref['relaxation_ps'][b]:.1f} ps ({ref['relaxation_ci95'][b][0]:.1f}-"
+        f"{ref['relaxation_ci95'][b][1]:.1f})"
+        for b in RELAX_BASINS
+    )
     lines += [
         "",
         f"MD reference: populations {', '.join(f'{k} {v:.3f}' for k, v in ref['populations'].items())}; "
-        f"alpha_L relaxation time {ref['relaxation_ps']:.1f} ps (95 % interval "
-        f"{ref['relaxation_ci95'][0]:.1f}-{ref['relaxation_ci95'][1]:.1f} ps, {ref['bootstrap_blocks']} blocks).\n",
-        "| source | FES RMS (kT, cells >= 1 % mass) | beta | alpha_R | alpha_L | alpha_L relaxation (ps) | in MD's 95 % interval |",
+        f"relaxation times (milestoned basins, 95 % intervals from {ref['bootstrap_blocks']} "
+        f"blocks): {md_tau}.\n",
+        "| source | FES RMS (kT, cells >= 1 % mass) | beta | alpha_R | alpha_L | alpha_R relaxation (ps, in MD's CI) | alpha_L relaxation (ps, in MD's CI) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, row in r["comparison"].items():
         p = row["populations"]
+        taus = " | ".join(
+            f"{row['relaxation_ps'][b]:.1f} ({row['relaxation_in_md_ci'][b]})" for b in RELAX_BASINS
+        )
         lines.append(
             f"| {name} | {row['fes_rms_kT']:.2f} | {p['beta']:.3f} | {p['alpha_R']:.3f} | "
-            f"{p['alpha_L']:.3f} | {row['relaxation_ps']:.1f} | {row['relaxation_in_md_ci']} |"
+            f"{p['alpha_L']:.3f} | {taus} |"
         )
     lines += [
         "",
