@@ -56,6 +56,13 @@ def cmd_reproduce(args) -> int:
 
 
 def register(sub) -> None:
+    """Add ``evaluate``, ``check`` and ``reproduce`` to the subcommands."""
+    _register_evaluate(sub)
+    _register_check(sub)
+    _register_reproduce(sub)
+
+
+def _register_evaluate(sub) -> None:
     s = sub.add_parser("evaluate", help="compare a predicted ensemble with reference ensembles")
     s.add_argument("pred")
     s.add_argument("ref")
@@ -76,6 +83,8 @@ def register(sub) -> None:
     )
     s.set_defaults(func=cmd_evaluate)
 
+
+def _register_check(sub) -> None:
     s = sub.add_parser(
         "check",
         help="calibration of a model's kernel on held-out data "
@@ -96,6 +105,8 @@ def register(sub) -> None:
     s.add_argument("--seed", type=seed, default=0)
     s.set_defaults(func=cmd_check)
 
+
+def _register_reproduce(sub) -> None:
     s = sub.add_parser("reproduce", help="reproduce a paper example end to end")
     s.add_argument(
         "example",

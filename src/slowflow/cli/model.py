@@ -302,6 +302,13 @@ def cmd_drift(args) -> int:
 
 
 def register(sub) -> None:
+    """Add ``fit``, ``predict`` and ``drift`` to the subcommands."""
+    _register_fit(sub)
+    _register_predict(sub)
+    _register_drift(sub)
+
+
+def _register_fit(sub) -> None:
     s = sub.add_parser(
         "fit",
         help="learn the one-step map from trajectory data",
@@ -347,6 +354,8 @@ def register(sub) -> None:
     )
     s.set_defaults(func=cmd_fit)
 
+
+def _register_predict(sub) -> None:
     s = sub.add_parser("predict", help="roll a model out into an ensemble of trajectories")
     s.add_argument("model")
     s.add_argument("--x0", default=None, help="start, e.g. 1.5 or 1.5,1.0")
@@ -382,6 +391,8 @@ def register(sub) -> None:
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_predict)
 
+
+def _register_drift(sub) -> None:
     s = sub.add_parser("drift", help="effective drift and diffusion read off a model")
     s.add_argument("model")
     s.add_argument("--x", default=None, help="points, e.g. 0,0.5,1 (d=1) or 1,1,0,0 (d=2 pairs)")
