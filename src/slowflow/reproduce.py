@@ -120,79 +120,89 @@ def _system_data(system: System, cfg: ReproduceConfig, folder: Path) -> dict:
     return data
 
 
-def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, folder: Path):
-    """Train (or reuse) the model ``name`` and roll it out; returns (pred, info)."""
-    from .model.io import load_model, save_model
-    from .rollout import predict
+def _averaged_stage(system: System, cfg: ReproduceConfig, folder: Path, t_end: float):
+    """The ensemble of the system's averaged equation (cached), or None without one."""
     from .simulate import simulate_ensemble
-    from .train import TrainConfig, evaluate_nll, fit
 
-    t_end = cfg.horizon or system.t_end
-    n_steps = round(t_end / system.dt_obs)
-    info: dict = {"model": name}
-    if name == "averaged":
-        if system.averaged is None:
-            return None, None
-        k = cfg.key("seed", "n_pred")
-        pred = _cached(
-            folder / f"pred_averaged_T{t_end:g}_{k}.npz",
-            lambda: simulate_ensemble(
-                system.averaged, x0=system.x0, n_paths=cfg.n_pred, t_end=t_end, seed=cfg.seed + 4000
-            ),
-            "averaged-equation ensemble",
-        )
-        info["note"] = system.averaged_note
-        return pred.x, info
-    if name in ("km", "sfi"):
-        return _baseline_stage(name, system, cfg, data, folder, t_end, n_steps, info)
+    if system.averaged is None:
+        return None, None
+    k = cfg.key("seed", "n_pred")
+    pred = _cached(
+        folder / f"pred_averaged_T{t_end:g}_{k}.npz",
+        lambda: simulate_ensemble(
+            system.averaged, x0=system.x0, n_paths=cfg.n_pred, t_end=t_end, seed=cfg.seed + 4000
+        ),
+        "averaged-equation ensemble",
+    )
+    return pred.x, {"model": "averaged", "note": system.averaged_note}
+
+
+def _trained_model(name: str, cfg: ReproduceConfig, train: Trajectories, folder: Path):
+    """The model ``name`` fitted to ``train`` (or reused from an earlier run), and its file."""
+    from .model.io import load_model, save_model
+    from .train import TrainConfig, fit
+
     tk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes", "patience")
     model_path = folder / f"model_{name}_{tk}.pt"
     if model_path.exists():
         _log(f"reuse model {name}: {model_path}")
-        model = load_model(model_path)
-    else:
-        _log(f"train {name} (budget {cfg.max_minutes} min, up to {cfg.epochs} epochs)")
-        tcfg = TrainConfig(
-            epochs=cfg.epochs, max_minutes=cfg.max_minutes, seed=cfg.seed, patience=cfg.patience
-        )
-        ckpt = folder / f"model_{name}_{tk}.ckpt"
-        if name == "memory":  # the default with memory and skip-first chosen from the data
-            from .train.memory import fit_memory_auto
-
-            model = fit_memory_auto(data["train"], None, tcfg)
-        else:
-            model = fit(
-                data["train"],
-                None if name == "default" else name,
-                tcfg,
-                checkpoint=ckpt,
-                resume=ckpt if ckpt.exists() else None,
-            )
-        save_model(model, model_path)
-        (folder / f"model_{name}_{tk}.ckpt").unlink(missing_ok=True)
-    h = model.history
-    info.update(
-        train_seconds=h.get("train_seconds"),
-        epochs=len(h.get("epoch", [])),
-        best_val_nll=h.get("best_val_nll"),
-        stop_reason=h.get("stop_reason"),
-        preset=model.meta.get("preset"),
-        n_parameters=model.n_parameters(),
-        memory=model.memory,
-        skip_first=model.meta.get("train_config", {}).get("skip_first", 0),
+        return load_model(model_path), model_path
+    _log(f"train {name} (budget {cfg.max_minutes} min, up to {cfg.epochs} epochs)")
+    tcfg = TrainConfig(
+        epochs=cfg.epochs, max_minutes=cfg.max_minutes, seed=cfg.seed, patience=cfg.patience
     )
+    ckpt = folder / f"model_{name}_{tk}.ckpt"
+    if name == "memory":  # the default with memory and skip-first chosen from the data
+        from .train.memory import fit_memory_auto
+
+        model = fit_memory_auto(train, None, tcfg)
+    else:
+        preset = None if name == "default" else name
+        model = fit(train, preset, tcfg, checkpoint=ckpt, resume=ckpt if ckpt.exists() else None)
+    save_model(model, model_path)
+    ckpt.unlink(missing_ok=True)
+    return model, model_path
+
+
+def _model_scores(model, cfg: ReproduceConfig, held: Trajectories) -> dict:
+    """The training record and the held-out one-step NLL and k-step score."""
     import torch
 
-    h0, h1 = _heldout_windows(data["heldout"], model.memory)
-    info["heldout_nll"] = evaluate_nll(
-        model, torch.as_tensor(h0, dtype=torch.float32), torch.as_tensor(h1, dtype=torch.float32)
-    )
     from .model.score import kstep_score
+    from .train import evaluate_nll
 
-    held = data["heldout"]
-    info["heldout_kstep"] = kstep_score(
-        model, held.x, held.lengths, seed=cfg.seed, first=HELDOUT_FIRST
-    )["score"]
+    h = model.history
+    h0, h1 = _heldout_windows(held, model.memory)
+    h0, h1 = (torch.as_tensor(a, dtype=torch.float32) for a in (h0, h1))
+    return {
+        "train_seconds": h.get("train_seconds"),
+        "epochs": len(h.get("epoch", [])),
+        "best_val_nll": h.get("best_val_nll"),
+        "stop_reason": h.get("stop_reason"),
+        "preset": model.meta.get("preset"),
+        "n_parameters": model.n_parameters(),
+        "memory": model.memory,
+        "skip_first": model.meta.get("train_config", {}).get("skip_first", 0),
+        "heldout_nll": evaluate_nll(model, h0, h1),
+        "heldout_kstep": kstep_score(
+            model, held.x, held.lengths, seed=cfg.seed, first=HELDOUT_FIRST
+        )["score"],
+    }
+
+
+def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, folder: Path):
+    """Train (or reuse) the model ``name`` and roll it out; returns (pred, info)."""
+    from .rollout import predict
+
+    t_end = cfg.horizon or system.t_end
+    n_steps = round(t_end / system.dt_obs)
+    if name == "averaged":
+        return _averaged_stage(system, cfg, folder, t_end)
+    info: dict = {"model": name}
+    if name in ("km", "sfi"):
+        return _baseline_stage(name, system, cfg, data, folder, t_end, n_steps, info)
+    model, model_path = _trained_model(name, cfg, data["train"], folder)
+    info.update(_model_scores(model, cfg, data["heldout"]))
     pk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes", "patience", "n_pred")
     pred_path = folder / f"pred_{name}_T{t_end:g}_{pk}.npz"
     if pred_path.exists():
@@ -203,9 +213,8 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
         t0 = time.perf_counter()
         x = predict(model, np.asarray(system.x0), n_steps, cfg.n_pred, seed=cfg.seed + 5000)
         rate = cfg.n_pred * n_steps / (time.perf_counter() - t0)
-        pred = Trajectories(
-            x=x, dt=system.dt_obs, meta={"model": str(model_path), "path_steps_per_s": rate}
-        )
+        meta = {"model": str(model_path), "path_steps_per_s": rate}
+        pred = Trajectories(x=x, dt=system.dt_obs, meta=meta)
         save_trajectories(pred, pred_path)
         info["rollout_path_steps_per_s"] = rate
         _log(f"rollout {name}: {x.shape}, {rate:.3g} path-steps/s")
