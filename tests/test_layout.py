@@ -143,3 +143,11 @@ def test_model_config_defaults_are_the_default_preset():
 
     assert ModelConfig() == get_preset() == get_preset("default")
     assert ModelConfig(flow="nsf").transforms == 3 and ModelConfig().transforms == 0
+
+
+def test_the_top_level_api_lists_every_lazy_name():
+    """``slowflow.__all__`` (a literal, so that IDEs and linters read it) names exactly the
+    lazily imported names, each of which resolves."""
+    assert set(slowflow.__all__) == {*slowflow._API, "__version__"}
+    for name in slowflow._API:
+        assert getattr(slowflow, name) is not None

@@ -16,8 +16,31 @@ The public API (imported lazily, so ``import slowflow`` stays fast):
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load lazily
+    from .data import (
+        Trajectories,
+        declare_periodic,
+        load_trajectories,
+        make_pairs,
+        make_windows,
+        save_trajectories,
+        split_by_trajectory,
+    )
+    from .data.store import TrajectoryStore, TrajectoryWriter
+    from .evaluate.calibration import check_calibration
+    from .model.config import PRESETS, ModelConfig, get_preset
+    from .model.flowmap import FlowMap
+    from .model.io import load_model, save_model
+    from .reproduce import reproduce
+    from .rollout import drift_diffusion, predict
+    from .simulate import simulate_bursts, simulate_ensemble
+    from .systems import System, get_system, list_systems
+    from .train import TrainConfig, fit
+    from .train.memory import fit_memory_auto
 
 _API = {
     "Trajectories": "slowflow.data",
@@ -48,7 +71,36 @@ _API = {
     "check_calibration": "slowflow.evaluate.calibration",
     "reproduce": "slowflow.reproduce",
 }
-__all__ = sorted([*_API, "__version__"])
+__all__ = [
+    "FlowMap",
+    "ModelConfig",
+    "PRESETS",
+    "System",
+    "TrainConfig",
+    "Trajectories",
+    "TrajectoryStore",
+    "TrajectoryWriter",
+    "__version__",
+    "check_calibration",
+    "declare_periodic",
+    "drift_diffusion",
+    "fit",
+    "fit_memory_auto",
+    "get_preset",
+    "get_system",
+    "list_systems",
+    "load_model",
+    "load_trajectories",
+    "make_pairs",
+    "make_windows",
+    "predict",
+    "reproduce",
+    "save_model",
+    "save_trajectories",
+    "simulate_bursts",
+    "simulate_ensemble",
+    "split_by_trajectory",
+]
 
 
 def __getattr__(name: str):
