@@ -370,8 +370,8 @@ def _check_read_size(p: Path, src: str) -> None:
         raise DataError(f"{exc}; convert it to .npz or .npy (read without copies)") from None
 
 
-def _load_csv(p: Path, src: str, dt: float | None) -> Trajectories:
-    _check_read_size(p, src)
+def _csv_rows(p: Path, src: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """The header, the non-blank data rows and their line numbers of a CSV file."""
     header: list[str] | None = None
     rows: list[list[str]] = []
     lines: list[int] = []
@@ -398,6 +398,11 @@ def _load_csv(p: Path, src: str, dt: float | None) -> Trajectories:
         raise DataError(f"{src}: malformed CSV ({one_line(exc)})") from None
     if header is None:
         raise DataError(f"{src}: no header row; expected columns traj,t,<variables>")
+    return header, rows, lines
+
+
+def _csv_columns(header: list[str], src: str) -> tuple[int, int, list[int]]:
+    """The trajectory id column, the time column and the variable columns."""
     low = [h.lower() for h in header]
     cols = {}
     for what, allowed in (("trajectory id", _TRAJ_COLUMNS), ("time", _TIME_COLUMNS)):
@@ -407,16 +412,17 @@ def _load_csv(p: Path, src: str, dt: float | None) -> Trajectories:
                 f"{src}: header must have exactly one {what} column named one of {', '.join(allowed)}; found {len(found)} in header {','.join(header)}"
             )
         cols[what] = found[0]
-    tcol = cols["time"]
     var = [j for j in range(len(header)) if j not in cols.values()]
-    names = tuple(header[j] for j in var)
+    names = [header[j] for j in var]
     if not var or any(not s for s in names) or len(set(names)) != len(names):
         raise DataError(
             f"{src}: header {','.join(header)} must name one or more distinct variable columns after the trajectory id and time columns"
         )
-    if not rows:
-        raise DataError(f"{src}: header but no data rows; expected at least 1 trajectory")
-    numcols = [tcol, *var]
+    return cols["trajectory id"], cols["time"], var
+
+
+def _csv_numbers(rows, lines, header, numcols, src: str) -> np.ndarray:
+    """The numeric columns as float64 (rows, columns); the first bad cell is one line."""
     cells = [[r[j] for j in numcols] for r in rows]
     try:
         vals = np.array(cells, dtype=np.float64)
@@ -436,31 +442,41 @@ def _load_csv(p: Path, src: str, dt: float | None) -> Trajectories:
         raise DataError(
             f"{src}: line {lines[r]}, column {header[numcols[c]]!r}: value {cells[r][c].strip()!r} is not finite; trajectories must be finite (ragged trajectories are simply shorter)"
         )
+    return vals
+
+
+def _csv_trajectories(rows, lines, header, id_col: int, tname: str, times, src: str):
+    """(id, row indices in time order, time steps) per trajectory, in order of first
+    appearance; empty ids, single observations and duplicate times are refused."""
     groups: dict[str, list[int]] = {}
     for r, row in enumerate(rows):
-        tid = row[cols["trajectory id"]].strip()
+        tid = row[id_col].strip()
         if not tid:
             raise DataError(
-                f"{src}: line {lines[r]}, column {header[cols['trajectory id']]!r}: empty trajectory id"
+                f"{src}: line {lines[r]}, column {header[id_col]!r}: empty trajectory id"
             )
         groups.setdefault(tid, []).append(r)
-    tname = header[tcol]
     trajs = []
     for tid, members in groups.items():
         idx = np.asarray(members)
-        idx = idx[np.argsort(vals[idx, 0], kind="stable")]
+        idx = idx[np.argsort(times[idx], kind="stable")]
         if len(idx) < 2:
             raise DataError(
                 f"{src}: trajectory {tid!r} has 1 observation (line {lines[idx[0]]}); each trajectory needs at least 2"
             )
-        steps = np.diff(vals[idx, 0])
+        steps = np.diff(times[idx])
         dup = np.flatnonzero(steps == 0)
         if dup.size:
             k = dup[0]
             raise DataError(
-                f"{src}: trajectory {tid!r} has duplicate {tname}={float(vals[idx[k], 0])!r} at lines {lines[idx[k]]} and {lines[idx[k + 1]]}; each time must appear once"
+                f"{src}: trajectory {tid!r} has duplicate {tname}={float(times[idx[k]])!r} at lines {lines[idx[k]]} and {lines[idx[k + 1]]}; each time must appear once"
             )
         trajs.append((tid, idx, steps))
+    return trajs
+
+
+def _csv_step(trajs, lines, tname: str, dt: float | None, src: str) -> float:
+    """The one regular time step of all trajectories (checked against a given dt)."""
     median = float(np.median(np.concatenate([s for _, _, s in trajs])))
     if dt is not None and not math.isclose(median, dt, rel_tol=1e-6):
         raise DataError(
@@ -474,12 +490,24 @@ def _load_csv(p: Path, src: str, dt: float | None) -> Trajectories:
             raise DataError(
                 f"{src}: trajectory {tid!r}, line {lines[idx[k + 1]]}: column {tname!r} steps by {float(steps[k])!r}, expected {ref!r}; time steps must be regular (relative tolerance 1e-6)"
             )
-    if dt is None:
-        dt = float(trajs[0][2][0])
+    return float(trajs[0][2][0]) if dt is None else dt
+
+
+def _load_csv(p: Path, src: str, dt: float | None) -> Trajectories:
+    """A CSV file in long layout: trajectory id, time, one column per variable."""
+    _check_read_size(p, src)
+    header, rows, lines = _csv_rows(p, src)
+    id_col, tcol, var = _csv_columns(header, src)
+    if not rows:
+        raise DataError(f"{src}: header but no data rows; expected at least 1 trajectory")
+    vals = _csv_numbers(rows, lines, header, [tcol, *var], src)
+    tname = header[tcol]
+    trajs = _csv_trajectories(rows, lines, header, id_col, tname, vals[:, 0], src)
+    dt = _csv_step(trajs, lines, tname, dt, src)
     x = np.full((len(trajs), max(len(i) for _, i, _ in trajs), len(var)), np.nan)
     for n, (_, idx, _) in enumerate(trajs):
         x[n, : len(idx)] = vals[idx, 1:]
-    return Trajectories(x, dt, names, {"source": src})
+    return Trajectories(x, dt, tuple(header[j] for j in var), {"source": src})
 
 
 def save_trajectories(data: Trajectories, path: str | Path) -> None:
