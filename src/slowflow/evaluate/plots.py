@@ -283,7 +283,7 @@ def free_energy_2d(
     fig, axes = _subplots(1, n, figsize=(4.2 * n, 3.8), squeeze=False)
     edges = [np.linspace(r[0], r[1], bins + 1) for r in ranges]
     mesh = None
-    for ax, (label, pts) in zip(axes[0], samples.items(), strict=True):
+    for i, (ax, (label, pts)) in enumerate(zip(axes[0], samples.items(), strict=True)):
         pts = np.asarray(pts, dtype=float).reshape(-1, 2)
         hist, _, _ = np.histogram2d(pts[:, 0], pts[:, 1], bins=edges)
         with np.errstate(divide="ignore"):
@@ -293,7 +293,10 @@ def free_energy_2d(
         mesh = ax.pcolormesh(edges[0], edges[1], f.T, vmin=0.0, vmax=vmax, cmap="viridis")
         ax.set_title(label)
         ax.set_xlabel(names[0])
-        ax.set_ylabel(names[1])
+        if i == 0:  # the panels share their axes: one label, no overlap with the next panel
+            ax.set_ylabel(names[1])
+        else:
+            ax.tick_params(labelleft=False)
         ax.set_aspect("equal" if periodic else "auto")
     if mesh is not None:
         fig.colorbar(mesh, ax=list(axes[0]), label="free energy (kT)", shrink=0.85)
