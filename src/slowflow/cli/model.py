@@ -53,20 +53,24 @@ def _settings(args) -> tuple:
     from ..model.config import get_preset
     from ..train import TrainConfig
 
+    typed = given(args)
+    if args.resume:
+        if args.config:
+            raise ConfigError(
+                "--config with --resume: a resumed fit takes its settings from the checkpoint"
+            )
+        overrides = {k: getattr(args, k) for k in FIT_TRAIN_OPTIONS if k in typed}
+        return None, overrides, (args.preset if "preset" in typed else None)
     from_file = {}
     if args.config:
         from ..model.config import ModelConfig
 
         from_file = read_config_file(args.config, {"train": TrainConfig, "model": ModelConfig})
-    typed = given(args)
     train = {**from_file.get("train", {})}
     train.update({k: getattr(args, k) for k in FIT_TRAIN_OPTIONS if k in typed or k not in train})
     model = dict(from_file.get("model", {}))
     preset = args.preset if "preset" in typed else model.pop("preset", args.preset)
     model.pop("preset", None)
-    if args.resume:
-        overrides = {k: getattr(args, k) for k in FIT_TRAIN_OPTIONS if k in typed}
-        return None, overrides, (preset if "preset" in typed or model else None)
     try:
         return TrainConfig(**train), {}, get_preset(preset, **model) if model else preset
     except ConfigError as exc:
