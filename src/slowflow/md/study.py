@@ -64,7 +64,7 @@ class AlanineConfig:
     fixed_starts: tuple = ((-1.4, 2.6), (1.0, 0.6))  # (phi, psi): beta and alpha_L
     fixed_runs: int = 100
     fixed_ps: float = 20.0
-    deltas_ps: tuple = (0.1, 0.5, 1.0, 2.0)
+    deltas_ps: tuple = (0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
     msm_bins: int = 12
     msm_lags_ps: tuple = (0.5, 1.0, 2.0, 5.0)
     rollout_paths: int = 200
