@@ -22,6 +22,7 @@ Dihedrals are in radians on [-pi, pi): phi = C(ACE)-N-CA-C, psi = N-CA-C-N(NME).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -131,19 +132,32 @@ class Alanine:
         self.context.setParameter("k_restraint", 0.0)
 
     def record(self, n_obs: int) -> np.ndarray:
-        """(n_obs, 2) dihedrals every ``save_ps``, the first one now."""
+        """(n_obs, 2) dihedrals every ``save_ps``, the first one now; progress is reported
+        every 1,000 saves (see :func:`run_jobs`)."""
         out = np.empty((n_obs, 2))
         out[0] = self.angles()
         for k in range(1, n_obs):
             self.integrator.step(self.cfg.steps_per_save)
             out[k] = self.angles()
+            if k % 1000 == 0:
+                _report(1000 * self.cfg.save_ps)
         return out
+
+
+#: In a worker process: where it reports simulated ps while a job runs, and the job's key.
+_WORKER: dict = {"queue": None, "key": None}
+
+
+def _report(ps: float) -> None:
+    if _WORKER["queue"] is not None:
+        _WORKER["queue"].put((_WORKER["key"], float(ps)))
 
 
 def _job(args) -> tuple[str, int, np.ndarray, float]:
     """Run one job in a worker: ('burst', target, n_obs) / ('long', n_obs) /
     ('fixed', positions, n_runs, n_obs); returns (kind, key, array, seconds)."""
     kind, key, cfg_dict, seed, payload = args
+    _WORKER["key"] = key
     t0 = time.perf_counter()
     sim = _worker_sim(MDConfig(**cfg_dict), seed)
     if kind == "burst":
@@ -189,40 +203,63 @@ def _worker_sim(cfg: MDConfig, seed: int) -> Alanine:
 
 def run_jobs(jobs: list, cfg: MDConfig, workers: int, desc: str) -> dict:
     """Run MD jobs ``(kind, key, seed, payload, ps)`` on ``workers`` processes with a
-    progress bar of the simulated ns and the ns/day; returns key -> array."""
-    from concurrent.futures import ProcessPoolExecutor
-
+    progress bar of the simulated ns and the ns/day (moving while long jobs run: the
+    workers report every 1,000 saves); returns key -> array."""
     from tqdm.auto import tqdm
 
     total = sum(j[4] for j in jobs) / 1000.0
-    done, out, t0 = 0.0, {}, time.perf_counter()
+    out, t0 = {}, time.perf_counter()
     args = [(kind, key, asdict(cfg), seed, payload) for kind, key, seed, payload, _ in jobs]
     ps = {j[1]: j[4] for j in jobs}
+    credited = dict.fromkeys(ps, 0.0)  # ns of each job already on the bar
     fmt = "{l_bar}{bar}| {n:.2f}/{total:.2f} ns [{elapsed}<{remaining}{postfix}]"
+
+    def credit(bar, key, ns: float) -> None:
+        ns = min(ns, ps[key] / 1000.0 - credited[key])
+        credited[key] += ns
+        bar.update(ns)
+        done = sum(credited.values())
+        bar.set_postfix(ns_per_day=f"{done / (time.perf_counter() - t0) * 86400:.0f}")
+
     with tqdm(total=total, desc=desc, bar_format=fmt) as bar:
         if workers <= 1:
-            results = map(_job, args)
-            pool = None
-        else:
-            pool = ProcessPoolExecutor(max_workers=workers, initializer=_quiet)
-            results = pool.map(_job, args)
-        try:
-            for _kind, key, arr, _sec in results:
+            for _kind, key, arr, _sec in map(_job, args):
                 out[key] = arr
-                done += ps[key] / 1000.0
-                elapsed = time.perf_counter() - t0
-                bar.update(min(ps[key] / 1000.0, total - bar.n))
-                bar.set_postfix(ns_per_day=f"{done / elapsed * 86400:.0f}")
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+                credit(bar, key, ps[key] / 1000.0)
+        else:
+            _run_pool(args, workers, out, lambda key, ns: credit(bar, key, ns), ps)
     out["_seconds"] = time.perf_counter() - t0
     out["_ns"] = total
     return out
 
 
-def _quiet() -> None:
+def _run_pool(args, workers: int, out: dict, credit, ps: dict) -> None:
+    """The jobs on a process pool; ``credit(key, ns)`` as workers report and finish."""
+    import multiprocessing
+    import queue as queues
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    reports = multiprocessing.get_context().Queue()
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(reports,))
+    try:
+        pending = {pool.submit(_job, a) for a in args}
+        while pending:
+            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            with contextlib.suppress(queues.Empty):
+                while True:
+                    key, done_ps = reports.get_nowait()
+                    credit(key, done_ps / 1000.0)
+            for f in finished:
+                _kind, key, arr, _sec = f.result()
+                out[key] = arr
+                credit(key, ps[key] / 1000.0)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _init_worker(reports) -> None:
     os.environ.setdefault("OPENMM_CPU_THREADS", "1")
+    _WORKER["queue"] = reports
 
 
 def quiet_import(module: str):
