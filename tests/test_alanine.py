@@ -79,10 +79,10 @@ def test_observation_step_is_the_smallest_calibrated_or_the_least_flagged():
 
 
 def test_indicator_autocorrelation_by_fft_equals_the_direct_sums():
-    """The pooled autocorrelation of 1[phi > 0] computed from FFT lag sums equals the
+    """The pooled autocorrelation of 1[label == basin] (here: phi > 0) from FFT lag sums equals the
     direct mean over pairs at every lag (to 1e-12), also for a bootstrap resample of
     rows, and is NaN at lags the trajectories do not reach."""
-    from slowflow.md.study import _acf_of_sums, _indicator_acf, _lag_sums
+    from slowflow.md.study import _acf_of_sums, _basin_acf, _lag_sums
 
     rng = np.random.default_rng(0)
     x = np.cumsum(rng.standard_normal((6, 400, 2)) * 0.3, axis=1)
@@ -94,13 +94,14 @@ def test_indicator_autocorrelation_by_fft_equals_the_direct_sums():
             [np.mean(g[:, : f.shape[1] - k] * g[:, k:]) / f.var() for k in range(max_lag + 1)]
         )
 
-    np.testing.assert_allclose(_indicator_acf(x, 150), direct(x, 150), atol=1e-12)
+    phi_positive = (x[..., 0] >= 0).astype(int)
+    np.testing.assert_allclose(_basin_acf(phi_positive, 1, 150), direct(x, 150), atol=1e-12)
     pick = np.array([0, 0, 3, 5, 2, 2])
     f = (x[..., 0] >= 0).astype(float)
     sums, a, b = _lag_sums(f, 150)
     boot = _acf_of_sums(sums[pick], a[pick], b[pick], f.sum(1)[pick], 400, 150)
     np.testing.assert_allclose(boot, direct(x[pick], 150), atol=1e-12)
-    assert np.isnan(_indicator_acf(x[:, :20], 30)[20:]).all()
+    assert np.isnan(_basin_acf(phi_positive[:, :20], 1, 30)[20:]).all()
 
 
 def test_alanine_pipeline_at_a_tiny_size(tmp_path):

@@ -330,11 +330,6 @@ def _basin_acf(labels: np.ndarray, basin: int, max_lag: int) -> np.ndarray:
     return out
 
 
-def _indicator_acf(x: np.ndarray, max_lag: int) -> np.ndarray:
-    """Normalized autocorrelation of 1[phi > 0] pooled over trajectories (n, L, 2)."""
-    return _basin_acf((x[..., 0] >= 0).astype(int), 1, max_lag)
-
-
 def relaxation_time(acf: np.ndarray, dt: float) -> float:
     """The lag (in time units) at which an autocorrelation falls to 1/e (interpolated)."""
     below = np.flatnonzero(acf < 1 / math.e)

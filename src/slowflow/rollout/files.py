@@ -41,6 +41,23 @@ def check_csv_size(shape, where: str) -> None:
         )
 
 
+def _kept(model, x0, n_steps, n_paths, chunk_paths, every, seed):
+    """The checked starts, step count and ``every`` of a file rollout, and the shape
+    (n_paths, n_steps // every + 1, d) of what it keeps."""
+    if int(every) != every or every < 1:
+        raise ConfigError(f"every must be a positive integer, got {every}")
+    every = int(every)
+    starts, n_steps = prepare_starts(
+        model, x0, n_steps, n_paths, chunk_paths, "chunk_paths", every, seed
+    )
+    if n_steps % every:
+        raise ConfigError(
+            f"n_steps={n_steps} is not a multiple of every={every}; the file keeps steps "
+            "0, every, ..., n_steps"
+        )
+    return starts, n_steps, every, (starts.shape[0], n_steps // every + 1, model.dim)
+
+
 @torch.inference_mode()
 def predict_to_file(
     model: FlowMap,
@@ -93,19 +110,8 @@ def predict_to_file(
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ConfigError(f"dtype must be float32 or float64, got {dtype}")
-    if int(every) != every or every < 1:
-        raise ConfigError(f"every must be a positive integer, got {every}")
-    every = int(every)
-    starts, n_steps = prepare_starts(
-        model, x0, n_steps, n_paths, chunk_paths, "chunk_paths", every, seed
-    )
-    if n_steps % every:
-        raise ConfigError(
-            f"n_steps={n_steps} is not a multiple of every={every}; the file keeps steps "
-            f"0, every, ..., n_steps"
-        )
-    n, d = starts.shape[0], model.dim
-    shape = (n, n_steps // every + 1, d)
+    starts, n_steps, every, shape = _kept(model, x0, n_steps, n_paths, chunk_paths, every, seed)
+    n, d = shape[0], model.dim
     n_bytes = int(np.prod(shape)) * dtype.itemsize
     path.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(path.parent).free
@@ -188,16 +194,8 @@ def predict_to_trajectories_file(
     ext = path.suffix.lower()
     if ext not in (".npz", ".csv"):
         raise ConfigError(f"{path}: expected an .npz or .csv file name, got {ext or 'none'!r}")
-    if int(every) != every or every < 1:
-        raise ConfigError(f"every must be a positive integer, got {every}")
-    every = int(every)
-    starts, n_steps = prepare_starts(
-        model, x0, n_steps, n_paths, chunk_paths, "chunk_paths", every, seed
-    )
-    if n_steps % every:
-        raise ConfigError(f"n_steps={n_steps} is not a multiple of every={every}")
-    n, d = starts.shape[0], model.dim
-    shape = (n, n_steps // every + 1, d)
+    starts, n_steps, every, shape = _kept(model, x0, n_steps, n_paths, chunk_paths, every, seed)
+    n, d = shape[0], model.dim
     if ext == ".csv":
         check_csv_size(shape, str(path))
     per_value = 8 if ext == ".npz" else 26  # a CSV cell: repr of a float64 and a comma
