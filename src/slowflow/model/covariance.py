@@ -6,6 +6,12 @@ residuals r_n = x_{n+1} - x_n - Delta a(x_n) satisfy E[r r^T | x_n] = Delta Sigm
 every entry of Sigma is a regression of r_i r_j / Delta on the same Legendre basis
 (Stochastic Force Inference's diffusion estimator, Frishman & Ronceray 2020, with the
 degree chosen by cross-validation over whole trajectories and the one-standard-error rule).
+The regression is then repeated, each entry weighted by the inverse variance of its target
+under the previous fit (r_i r_j / Delta has variance Sigma_ii Sigma_jj + Sigma_ij^2 for
+Gaussian residuals: iteratively reweighted least squares, the Gaussian quasi-likelihood).
+Unweighted, the fit is accurate in absolute terms only: where Sigma nearly vanishes (noise
+that grows like |x|, ex4.1) it fell on the positivity floor, and held-out pairs there cost
+~1e5 nats each (a mean held-out NLL of +69 nats per pair on ex4.1 against -3.62 now).
 
 Why not let a network learn the scale by likelihood: the long-time spread of a rollout is
 set by Sigma to the precision of the data, and a 2 % error of the variance, which moves the
@@ -40,6 +46,12 @@ from .basis import (
 
 #: Smallest eigenvalue of Sigma(x) relative to the overall residual variance (per unit time).
 EIG_FLOOR = 1e-6
+#: Rounds of reweighting: each entry's regression is weighted by the inverse variance of
+#: its target under the previous round's Sigma (Gaussian quasi-likelihood), so that where
+#: Sigma is small it is fitted to relative, not absolute, precision.
+IRLS_ROUNDS = 3
+#: A variance is floored at this fraction of its overall level before it weighs a pair.
+IRLS_FLOOR = 1e-3
 #: Highest degree tried for the covariance (variances are smoother than drifts need to be
 #: resolved; higher degrees only add noise to the spread).
 MAX_COV_DEGREE = 4
@@ -205,14 +217,36 @@ def fit_covariance(
     cv = Folds.of(groups, folds, seed)
     z, target = z[cv.order], target[cv.order]
     phi = features_np(z, lo, hi, exponents(p_dim, top))
-    mo = Moments.of(phi, target, np.ones(n), cv.bounds)
-    loss, se, best = {}, {}, top
-    if degree is None and cv.k >= 2:
-        spread = np.maximum(target.var(0), 1e-300)  # entries on a common scale
-        per = (mo.heldout(top, p_dim) / spread).sum(-1)
-        best, loss, se = choose_degree(per)
-    coef = mo.coef(n_features(p_dim, best))
+    weights = np.ones_like(target)
+    for step in range(IRLS_ROUNDS + 1):
+        best, coef, loss, se = _weighted_fit(phi, target, weights, cv, top, p_dim, degree)
+        if step < IRLS_ROUNDS:
+            weights = _entry_weights(phi[:, : coef.shape[0]] @ coef, d, scale)
+            top = best  # later rounds choose among the degrees the first one allowed
     return CovarianceFit(lo, hi, best, coef, scale, loss, se, n, cv.n_groups)
 
+
+def _weighted_fit(phi, target, weights, cv, top, p_dim, degree):
+    """(degree, coef, cv_loss, cv_se): each entry's weighted least squares on the features
+    of degree <= ``top``, the degree chosen by cross-validation (``degree`` given: fixed)
+    on the held-out losses summed over entries, each relative to its constant fit's."""
+    phi = phi[:, : n_features(p_dim, top)]
+    mos = [Moments.of(phi, target[:, e], weights[:, e], cv.bounds) for e in range(target.shape[1])]
+    best, loss, se = top, {}, {}
+    if degree is None and cv.k >= 2:
+        per = np.concatenate([mo.heldout(top, p_dim) for mo in mos], axis=-1)
+        per = (per / np.maximum(per[:, :1].mean(0), 1e-300)).sum(-1)
+        best, loss, se = choose_degree(per)
+    coef = np.concatenate([mo.coef(n_features(p_dim, best)) for mo in mos], axis=-1)
+    return best, coef, loss, se
+
+
+def _entry_weights(q: np.ndarray, d: int, scale: np.ndarray) -> np.ndarray:
+    """Per pair and entry, the inverse variance of r_i r_j / Delta under a Gaussian law of
+    covariance ``q`` (upper-triangle entries (n, m)): Sigma_ii Sigma_jj + Sigma_ij^2, the
+    variances floored at ``IRLS_FLOOR`` of their overall level."""
+    rows, cols = entries(d)
+    diag = np.maximum(q[:, rows == cols], IRLS_FLOOR * scale**2)
+    return 1.0 / (diag[:, rows] * diag[:, cols] + np.where(rows == cols, 0.0, q**2))
 
 __all__ = ["CovarianceFit", "cholesky_torch", "fit_covariance", "project_psd"]
