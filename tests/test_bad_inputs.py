@@ -284,7 +284,9 @@ def work(tmp_path_factory, torch_one_thread) -> Path:
     torch.set_num_threads(1)
     from slowflow.train import fit
 
-    fit(d / "f.npz", "gaussian-net", epochs=1, checkpoint=d / "r.pt.ckpt", progress=False, threads=1)
+    fit(
+        d / "f.npz", "gaussian-net", epochs=1, checkpoint=d / "r.pt.ckpt", progress=False, threads=1
+    )
     assert (
         main(
             [

@@ -249,4 +249,5 @@ def _entry_weights(q: np.ndarray, d: int, scale: np.ndarray) -> np.ndarray:
     diag = np.maximum(q[:, rows == cols], IRLS_FLOOR * scale**2)
     return 1.0 / (diag[:, rows] * diag[:, cols] + np.where(rows == cols, 0.0, q**2))
 
+
 __all__ = ["CovarianceFit", "cholesky_torch", "fit_covariance", "project_psd"]
