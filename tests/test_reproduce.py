@@ -118,3 +118,20 @@ def test_comparison_of_all_models_on_ex45_end_to_end(tmp_path):
     for fig in ("mean_std_all.png", "histograms_all.png"):
         assert (tmp_path / "oscillator" / fig).stat().st_size > 1000
     assert result is not None
+
+
+def test_exact_row_is_a_third_independent_reference(tmp_path):
+    """`exact` rolls out nothing learned: a third ensemble of the full system, scored like
+    a model. It must be a new draw (not reference A or B again) and score like B does:
+    time-averaged W1/floor within a factor 3 of 1 (over seeds 0-4 at these sizes the
+    ratio ranged 0.57-0.94; a reused reference would give 0 or exactly 1)."""
+    from slowflow.reproduce import ReproduceConfig, reproduce_example
+    from slowflow.systems import get_system
+
+    cfg = ReproduceConfig(
+        n_train_traj=50, n_ref=400, n_pred=400, n_heldout=20, horizon=1.0, models=("exact",)
+    )
+    res = reproduce_example(get_system("ex4.3"), tmp_path, cfg)
+    ratio = res["models"]["exact"]["w1"]["ratio_time_avg"][0]
+    assert 1 / 3 < ratio < 3 and ratio != 1.0
+    assert "`exact`: a third independent ensemble" in (tmp_path / "triad" / "report.md").read_text()

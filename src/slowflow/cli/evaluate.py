@@ -119,7 +119,7 @@ def _register_reproduce(sub) -> None:
         "--models",
         default=None,
         help="comma list: default, memory, gaussian-net, network, paper, maf, nsf, coupling, "
-        "km, sfi, averaged",
+        "km, sfi, averaged, exact (a third reference ensemble: what a perfect model scores)",
     )
     s.add_argument("--seed", type=seed, default=0)
     s.add_argument(
