@@ -220,3 +220,25 @@ def test_covariance_vanishing_like_x_squared_is_fitted_to_relative_precision():
     g = np.array([[-0.3], [0.02], [0.05], [0.1], [0.5]])
     ratio = fit.sigma(g)[:, 0, 0] / (0.04 * g[:, 0] ** 2)
     assert np.all(np.abs(ratio - 1) < 0.15), ratio
+
+
+def test_covariance_degree_is_chosen_before_reweighting(monkeypatch):
+    """Weighted by 1 / Sigma^2, a few pairs where Sigma nearly vanishes dominate the held-out
+    loss and its standard error; choosing the degree on those losses fell back to a constant
+    Sigma on ex4.1 with memory (seed 1 of the accuracy benchmark; a rollout then diffused
+    through x = 0, W1/floor 47). So the degree is chosen once, by the unweighted
+    cross-validation, and the reweighted rounds keep it. Sigma = 0.04 x^2 with a second,
+    irrelevant coordinate must come out right within 10 % where the data are (seen: 3 %)."""
+    import slowflow.model.covariance as cov
+
+    calls = []
+    choose = cov.choose_degree
+    monkeypatch.setattr(cov, "choose_degree", lambda per: calls.append(per) or choose(per))
+    rng = np.random.default_rng(5)
+    z = np.c_[rng.uniform(-1.5, 2, 200_000), rng.normal(0, 0.1, 200_000)]
+    resid = 0.2 * z[:, :1] * 0.1 * rng.standard_normal((200_000, 1))
+    fit = cov.fit_covariance(resid, 0.01, z, np.repeat(np.arange(2000), 100))
+    assert len(calls) == 1 and cov.IRLS_ROUNDS >= 1 and fit.degree >= 2
+    g = np.array([[-1.0, 0.0], [0.5, 0.1], [1.5, -0.1]])
+    ratio = fit.sigma(g)[:, 0, 0] / (0.04 * g[:, 0] ** 2)
+    assert np.all(np.abs(ratio - 1) < 0.1), ratio
