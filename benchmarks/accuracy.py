@@ -203,7 +203,7 @@ def figure(rows: list[dict]):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", default=",".join([*PAPER_EXAMPLES, "ring5"]))
-    ap.add_argument("--models", default="default,memory,km,sfi,averaged,exact")
+    ap.add_argument("--models", default="default,markov,km,sfi,averaged,exact")
     ap.add_argument("--max-minutes", type=float, default=2.5, help="training budget per model")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--runs", default=str(RESULTS / "accuracy_runs"))

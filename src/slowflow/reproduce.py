@@ -27,6 +27,7 @@ from .systems import System, get_system
 PAPER_EXAMPLES = ("ex4.1", "ex4.2", "ex4.3", "ex4.4", "ex4.5")
 MODEL_CHOICES = (
     "default",
+    "markov",
     "memory",
     "gaussian-net",
     "paper",
@@ -65,6 +66,11 @@ class ReproduceConfig:
         blob = json.dumps({f: d[f] for f in fields_}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
+
+#: Part of the cache key of trained models and their rollouts: raised when what a model
+#: name fits changes (r2: "default" chooses the memory, the covariance is reweighted), so
+#: that a rerun in an old folder does not reuse models of the earlier meaning.
+FIT_REVISION = "r2"
 
 QUICK = ReproduceConfig(
     n_train_traj=2000,
@@ -160,7 +166,7 @@ def _trained_model(name: str, cfg: ReproduceConfig, train: Trajectories, folder:
     from .model.io import load_model, save_model
     from .train import TrainConfig, fit
 
-    tk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes", "patience")
+    tk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes", "patience") + FIT_REVISION
     model_path = folder / f"model_{name}_{tk}.pt"
     if model_path.exists():
         _log(f"reuse model {name}: {model_path}")
@@ -170,12 +176,12 @@ def _trained_model(name: str, cfg: ReproduceConfig, train: Trajectories, folder:
         epochs=cfg.epochs, max_minutes=cfg.max_minutes, seed=cfg.seed, patience=cfg.patience
     )
     ckpt = folder / f"model_{name}_{tk}.ckpt"
-    if name == "memory":  # the default with memory and skip-first chosen from the data
+    if name in ("default", "memory"):  # as `slowflow fit`: memory and skip chosen from data
         from .train.memory import fit_memory_auto
 
         model = fit_memory_auto(train, None, tcfg)
-    else:
-        preset = None if name == "default" else name
+    else:  # "markov": the default preset at K = 0 (the paper's assumption)
+        preset = None if name == "markov" else name
         model = fit(train, preset, tcfg, checkpoint=ckpt, resume=ckpt if ckpt.exists() else None)
     save_model(model, model_path)
     ckpt.unlink(missing_ok=True)
@@ -224,6 +230,7 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
     model, model_path = _trained_model(name, cfg, data["train"], folder)
     info.update(_model_scores(model, cfg, data["heldout"]))
     pk = cfg.key("seed", "n_train_traj", "epochs", "max_minutes", "patience", "n_pred")
+    pk += FIT_REVISION
     pred_path = folder / f"pred_{name}_T{t_end:g}_{pk}.npz"
     if pred_path.exists():
         _log(f"reuse rollout {name}: {pred_path}")

@@ -118,7 +118,8 @@ def _register_reproduce(sub) -> None:
     s.add_argument(
         "--models",
         default=None,
-        help="comma list: default, memory, gaussian-net, network, paper, maf, nsf, coupling, "
+        help="comma list: default (as slowflow fit: memory chosen from the data), markov "
+        "(the default at memory 0), gaussian-net, network, paper, maf, nsf, coupling, "
         "km, sfi, averaged, exact (a third reference ensemble: what a perfect model scores)",
     )
     s.add_argument("--seed", type=seed, default=0)

@@ -106,15 +106,26 @@ def _fit(args, data, cfg, overrides, preset, checkpoint, lead: bool):
     )
     old = signal.signal(signal.SIGTERM, on_term)
     try:
-        if args.memory == "auto":
+        asked = "memory" in given(args)
+        streamed = cfg is not None and cfg.stream  # documented: K = 0 unless asked
+        if args.memory == "auto" and (asked or not (args.resume or streamed)):
             if args.resume:
                 raise ConfigError(
                     "--memory auto cannot --resume; resume with the chosen --memory K"
                 )
-            from ..train.memory import fit_memory_auto
+            from ..train.memory import MemoryAutoUnavailable, fit_memory_auto
 
-            return fit_memory_auto(data, preset, cfg, **common)
-        mem = args.memory if "memory" in given(args) or not args.resume else None
+            try:
+                # a skip the user gave is kept; otherwise it is chosen with K
+                skip = cfg.skip_first if cfg.skip_first or "skip_first" in given(args) else None
+                return fit_memory_auto(data, preset, cfg, skip_first=skip, **common)
+            except MemoryAutoUnavailable as exc:
+                if asked:
+                    raise
+                print(f"slowflow: memory 0 ({exc})", file=sys.stderr)
+                return fit(data, preset, cfg, memory=0, **common)
+        mem = args.memory if asked or not args.resume else None
+        mem = 0 if mem == "auto" else mem
         resume = checkpoint if args.resume else None
         return fit(data, preset, cfg, resume=resume, memory=mem, **common, **overrides)
     finally:
@@ -344,10 +355,11 @@ def _register_fit(sub) -> None:
         "--memory",
         action=Given,
         type=memory,
-        default=0,
+        default="auto",
         help="past observations the map is conditioned on besides x_n (a delay embedding "
-        "for data that are not Markov at Delta), or 'auto': chosen on held-out bursts "
-        "together with --skip-first (default 0)",
+        "for data that are not Markov at Delta), or 'auto' (the default): chosen on "
+        "held-out bursts together with --skip-first (0 where the data do not allow a "
+        "choice: streamed, or bursts of fewer than 4 observations)",
     )
     s.add_argument(
         "--periodic",

@@ -40,7 +40,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..data import Trajectories, load_trajectories, make_windows, split_by_trajectory
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..model.basis import (
     WEIGHT_FLOOR,
     Folds,
@@ -57,6 +57,13 @@ from ..model.covariance import fit_covariance
 from ..model.flowmap import window_coords
 from .config import TrainConfig
 from .loop import fit
+
+
+class MemoryAutoUnavailable(ConfigError):
+    """The data do not allow choosing K (streamed, or bursts too short for a window, a
+    target and a scored target): ``slowflow fit``, which chooses K by default, then fits
+    K = 0 and says so."""
+
 
 #: Paired-difference z a candidate must beat the best by to be kept.
 Z_ACCEPT = 3.0
@@ -132,6 +139,7 @@ def fit_memory_auto(
     max_memory: int = 4,
     max_skip: int = 2,
     z: float = Z_ACCEPT,
+    skip_first: int | None = None,
     dt: float | None = None,
     progress: bool | None = None,
     **fit_kwargs,
@@ -153,6 +161,8 @@ def fit_memory_auto(
         candidate is scored on targets after the largest window and skip).
     z : float
         How many standard errors of the paired difference a candidate must win by.
+    skip_first : int, optional
+        Keep this skip (the user's) and choose K only; None: choose both.
 
     Returns
     -------
@@ -161,15 +171,22 @@ def fit_memory_auto(
         held-out error, the paired z against the best before it and whether it was kept.
     """
     t0 = time.perf_counter()
-    if not isinstance(data, Trajectories):
-        data = load_trajectories(data, dt=dt)
     fields = TrainConfig.__dataclass_fields__
     cfg = replace(
         train_config or TrainConfig(), **{k: v for k, v in fit_kwargs.items() if k in fields}
     )
     extra = {k: v for k, v in fit_kwargs.items() if k not in fields}
     if cfg.stream:
-        raise ConfigError("--memory auto cannot stream the data; give a fixed --memory K")
+        raise MemoryAutoUnavailable("--memory auto cannot stream the data; give a fixed --memory K")
+    source = "the data" if isinstance(data, Trajectories) else str(data)
+    if not isinstance(data, Trajectories):
+        data = load_trajectories(data, dt=dt)
+    top = float(np.nanmax(np.abs(data.x))) if data.x.size else 0.0
+    if not top < float(np.finfo(np.float32).max) / 1e3:  # as fit refuses them (float32)
+        raise DataError(
+            f"{source}: the values are too large for training in float32 (max |x| = {top:g}); "
+            "rescale the data"
+        )
     if isinstance(model_config, str) or model_config is None:
         target = get_preset(model_config)
     else:
@@ -178,22 +195,30 @@ def fit_memory_auto(
     # short bursts: fewer candidates (each needs a window, a target and a scored target)
     room = int(train.lengths.max()) - 3
     if room < 1:
-        raise ConfigError(
+        raise MemoryAutoUnavailable(
             f"--memory auto needs bursts of at least 4 observations, the longest has "
             f"{int(train.lengths.max())}; give a fixed --memory K"
         )
-    max_memory = min(int(max_memory), room)
-    max_skip = min(int(max_skip), room - max_memory)
+    fixed = None if skip_first is None else int(skip_first)
+    max_memory = max(0, min(int(max_memory), room - (fixed or 0)))
+    max_skip = fixed if fixed is not None else min(int(max_skip), room - max_memory)
     screen = _Screen(
         _screen_data(train, max_memory, max_skip, cfg.seed), max_memory, max_skip, cfg.seed
     )
     record: list[dict] = []
-    best_key = (0, 0)
-    best = screen.errors(0, 0)
+    best_key = (0, fixed or 0)
+    best = screen.errors(*best_key)
     record.append(
-        {"memory": 0, "skip_first": 0, "error": float(best.mean()), "z": None, "kept": True}
+        {
+            "memory": 0,
+            "skip_first": best_key[1],
+            "error": float(best.mean()),
+            "z": None,
+            "kept": True,
+        }
     )
-    for axis, limit in (("memory", int(max_memory)), ("skip_first", int(max_skip))):
+    axes = [("memory", int(max_memory))] + ([] if fixed is not None else [("skip_first", max_skip)])
+    for axis, limit in axes:
         for value in range(1, limit + 1):
             key = (value, best_key[1]) if axis == "memory" else (best_key[0], value)
             err = screen.errors(*key)
@@ -214,9 +239,9 @@ def fit_memory_auto(
                 break
             best, best_key = err, key
     k, skip = best_key
-    model = fit(
-        data, replace(target, memory=k), replace(cfg, skip_first=skip), progress=progress, **extra
-    )
+    # the preset's name (when one was given) stays in the model's meta
+    given = model_config if isinstance(model_config, str) else target
+    model = fit(data, given, replace(cfg, skip_first=skip), memory=k, progress=progress, **extra)
     model.history["memory_selection"] = {
         "candidates": record,
         "chosen": {"memory": k, "skip_first": skip},
