@@ -10,17 +10,20 @@ model and component: W1/floor of every seed with median, range and max/min sprea
 held-out NLL, the held-out k-step score (:func:`slowflow.model.score.kstep_score`, lower
 is better), training seconds, rollout throughput and the calibration verdict.
 
-Models: any of ``reproduce --models`` (``default``: drift and covariance in closed form;
-``memory``: the same with the memory K and skip-first chosen from the data;
-``gaussian-net``: the basis drift with a network scale trained by likelihood; ``network``:
-drift and scale from the network; ``coupling``, ``paper``, ``km``, ``sfi`` (force
-inference, needs ``pip install slowflow[baselines]``), ``averaged``). The chain network ->
-gaussian-net -> default -> memory is the ablation of the drift and memory work.
+Models: any of ``reproduce --models`` (``default``: as ``slowflow fit``, drift and
+covariance in closed form with the memory K and skip-first chosen from the data;
+``markov``: the same at K = 0; ``gaussian-net``: the basis drift with a network scale
+trained by likelihood; ``network``: drift and scale from the network; ``coupling``,
+``paper``, ``km``, ``sfi`` (force inference, needs ``pip install slowflow[baselines]``),
+``averaged``, ``exact`` (a third reference ensemble: what a perfect model scores)). The
+chain network -> gaussian-net -> markov -> default is the ablation of the drift and
+memory work.
 
 Usage::
 
     python benchmarks/accuracy.py [--examples ex4.1,...,ring5] [--models default,km,averaged]
-        [--seeds 0,1,2] [--max-minutes 2.5] [--runs DIR] [--out DIR]
+        [--seeds 0,1,2] [--max-minutes 2.5] [--n-paths 10000] [--n-train 10000]
+        [--runs DIR] [--out DIR]
 
 Stages are cached under ``--runs`` (default ``benchmarks/results/accuracy_runs``), so an
 interrupted run resumes; use a fresh ``--runs`` after changing the code. Writes
@@ -206,6 +209,10 @@ def main() -> None:
     ap.add_argument("--models", default="default,markov,km,sfi,averaged,exact")
     ap.add_argument("--max-minutes", type=float, default=2.5, help="training budget per model")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument(
+        "--n-paths", type=int, default=10_000, help="paths of each reference and prediction"
+    )
+    ap.add_argument("--n-train", type=int, default=10_000, help="training bursts")
     ap.add_argument("--runs", default=str(RESULTS / "accuracy_runs"))
     ap.add_argument("--out", default=None)
     ap.add_argument(
@@ -226,7 +233,14 @@ def main() -> None:
     per_seed = collect(Path(args.runs), seeds, examples) if args.collect else {s: {} for s in seeds}
     for seed in [] if args.collect else seeds:
         for ex in examples:
-            cfg = ReproduceConfig(seed=seed, models=models, max_minutes=args.max_minutes)
+            cfg = ReproduceConfig(
+                seed=seed,
+                models=models,
+                max_minutes=args.max_minutes,
+                n_ref=args.n_paths,
+                n_pred=args.n_paths,
+                n_train_traj=args.n_train,
+            )
             res = reproduce_example(_system(ex), Path(args.runs) / f"seed{seed}", cfg)
             per_seed[seed][ex] = res
             for m, e in res["models"].items():

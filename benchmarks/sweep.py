@@ -9,7 +9,8 @@ measurement noise, each point reporting W1/floor and the calibration verdict.
 
 Every point: ``--n-traj`` training bursts, two ``--n-ref``-path reference ensembles from the
 paper's start over its horizon, the default preset trained for ``--minutes`` (the same for
-every point), the Kramers-Moyal baseline for the noise study. The Euler-Maruyama substep is
+every point) both as ``slowflow fit`` does (memory K chosen from the data: ``default``) and
+at K = 0 (``markov``), the Kramers-Moyal baseline for the noise study. The Euler-Maruyama substep is
 refined with eps so the fast variables stay resolved (dt <= eps_fast / 20).
 
 Usage: ``python benchmarks/sweep.py [--minutes 0.5] [--n-traj 4000] [--n-ref 4000]
@@ -19,6 +20,7 @@ Usage: ``python benchmarks/sweep.py [--minutes 0.5] [--n-traj 4000] [--n-ref 400
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import time
 
@@ -33,6 +35,7 @@ from slowflow.rollout import predict
 from slowflow.simulate import simulate_bursts, simulate_ensemble
 from slowflow.systems import get_system
 from slowflow.train import TrainConfig, fit
+from slowflow.train.memory import fit_memory_auto
 
 
 def _fast_time(system) -> float:
@@ -63,14 +66,15 @@ def _point(system, dt_obs, args, noise=0.0, km=False, tag=""):
         held = Trajectories(x=held.x + scale * rng.standard_normal(held.x.shape), dt=dt_obs)
     sim_s = time.perf_counter() - t0
     out = []
-    model = fit(
-        train,
-        None,
-        TrainConfig(epochs=1000, patience=1000, max_minutes=args.minutes, seed=args.seed),
-        progress=False,
-    )
-    pred = predict(model, np.asarray(system.x0), n_steps, args.n_ref, seed=5, progress=False)
-    kernels = [("default", pred, model)]
+    tcfg = TrainConfig(epochs=1000, patience=1000, max_minutes=args.minutes, seed=args.seed)
+    kernels = []
+    # default: as `slowflow fit` (memory K chosen from the data); markov: K = 0
+    for name, model in (
+        ("default", fit_memory_auto(train, None, tcfg, progress=False)),
+        ("markov", fit(train, None, tcfg, memory=0, progress=False)),
+    ):
+        pred = predict(model, np.asarray(system.x0), n_steps, args.n_ref, seed=5, progress=False)
+        kernels.append((name, pred, model))
     if km:
         est = fit_kramers_moyal(train)
         kernels.append(
@@ -88,6 +92,7 @@ def _point(system, dt_obs, args, noise=0.0, km=False, tag=""):
             "dt": dt_obs,
             "noise": noise,
             "model": name,
+            "memory": getattr(kernel, "memory", None),
             "substeps": substeps,
             "w1_ratio": [float(v) for v in rep["ratio_time_avg"]],
             "calibrated": cal.calibrated,
@@ -97,7 +102,8 @@ def _point(system, dt_obs, args, noise=0.0, km=False, tag=""):
         out.append(row)
         print(
             f"{tag:5s} {system.name:12s} eps={row['eps']:.4g} dt={dt_obs:g} noise={noise:.0%} "
-            f"{name:8s} W1/floor {row['w1_ratio'][0]:.2f} calibrated {cal.calibrated} "
+            f"{name:8s} K={row['memory']} W1/floor {row['w1_ratio'][0]:.2f} "
+            f"calibrated {cal.calibrated} "
             f"(12Var(PIT) at lead 10: {row['pit_dispersion_max_lead']:.2f})",
             flush=True,
         )
@@ -141,18 +147,26 @@ def _figure(rows, out) -> None:
     from slowflow.evaluate.plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    for name, marker in (("skew_product", "o"), ("exp_ou", "s")):
-        sub = [r for r in rows if r["study"] == "eps" and r["system"] == name]
+    for (name, marker), (model, ls) in itertools.product(
+        (("skew_product", "o"), ("exp_ou", "s")), (("default", "-"), ("markov", "--"))
+    ):
+        sub = [
+            r for r in rows if r["study"] == "eps" and r["system"] == name and r["model"] == model
+        ]
         if sub:
             axes[0].loglog(
-                [r["eps"] for r in sub], [r["w1_ratio"][0] for r in sub], marker=marker, label=name
+                [r["eps"] for r in sub],
+                [r["w1_ratio"][0] for r in sub],
+                marker=marker,
+                ls=ls,
+                label=f"{name} {model}",
             )
             for r in sub:
                 if not r["calibrated"]:
                     axes[0].plot(r["eps"], r["w1_ratio"][0], "x", color="k", ms=10)
     axes[0].set_xlabel("eps")
     axes[0].set_title("eps sweep (x: calibration check flags)")
-    sub = [r for r in rows if r["study"] == "dt"]
+    sub = [r for r in rows if r["study"] == "dt" and r["model"] == "default"]
     if sub:
         axes[1].semilogx([r["dt"] for r in sub], [r["w1_ratio"][0] for r in sub], marker="o")
         for r in sub:
@@ -161,7 +175,7 @@ def _figure(rows, out) -> None:
     axes[1].set_xlabel("observation step Delta")
     axes[1].set_title("Delta sweep, skew_product (x: flagged)")
     for name in ("skew_product", "triad"):
-        for model, ls in (("default", "-"), ("km", "--")):
+        for model, ls in (("default", "-"), ("markov", "-."), ("km", "--")):
             sub = [
                 r
                 for r in rows
