@@ -131,6 +131,49 @@ class _Screen:
         return out
 
 
+def _check_values(data: Trajectories, source: str) -> None:
+    """Refuse values that training in float32 cannot use, as fit does, before screening."""
+    top = float(np.nanmax(np.abs(data.x))) if data.x.size else 0.0
+    if not top < float(np.finfo(np.float32).max) / 1e3:
+        raise DataError(
+            f"{source}: the values are too large for training in float32 (max |x| = {top:g}); "
+            "rescale the data"
+        )
+
+
+def _search(screen: _Screen, max_memory: int, max_skip: int, fixed: int | None, z: float):
+    """(best (memory, skip), record): K = 1, 2, ... kept while each beats the best so far by
+    more than ``z`` paired standard errors, then skip = 1, 2, ... likewise (``fixed``: the
+    skip is the user's and only K is searched)."""
+    best_key = (0, fixed or 0)
+    best = screen.errors(*best_key)
+    record = [_entry(best_key, best, None, True)]
+    axes = [("memory", max_memory)] + ([] if fixed is not None else [("skip_first", max_skip)])
+    for axis, limit in axes:
+        for value in range(1, limit + 1):
+            key = (value, best_key[1]) if axis == "memory" else (best_key[0], value)
+            err = screen.errors(*key)
+            diff = err - best
+            se = diff.std(ddof=1) / math.sqrt(diff.size)
+            zval = float(diff.mean() / se) if se > 0 else 0.0
+            keep = zval < -z
+            record.append(_entry(key, err, zval, keep))
+            if not keep:
+                break
+            best, best_key = err, key
+    return best_key, record
+
+
+def _entry(key, err, zval, kept) -> dict:
+    return {
+        "memory": key[0],
+        "skip_first": key[1],
+        "error": float(err.mean()),
+        "z": zval,
+        "kept": kept,
+    }
+
+
 def fit_memory_auto(
     data,
     model_config: ModelConfig | str | None = None,
@@ -181,12 +224,7 @@ def fit_memory_auto(
     source = "the data" if isinstance(data, Trajectories) else str(data)
     if not isinstance(data, Trajectories):
         data = load_trajectories(data, dt=dt)
-    top = float(np.nanmax(np.abs(data.x))) if data.x.size else 0.0
-    if not top < float(np.finfo(np.float32).max) / 1e3:  # as fit refuses them (float32)
-        raise DataError(
-            f"{source}: the values are too large for training in float32 (max |x| = {top:g}); "
-            "rescale the data"
-        )
+    _check_values(data, source)
     if isinstance(model_config, str) or model_config is None:
         target = get_preset(model_config)
     else:
@@ -205,39 +243,7 @@ def fit_memory_auto(
     screen = _Screen(
         _screen_data(train, max_memory, max_skip, cfg.seed), max_memory, max_skip, cfg.seed
     )
-    record: list[dict] = []
-    best_key = (0, fixed or 0)
-    best = screen.errors(*best_key)
-    record.append(
-        {
-            "memory": 0,
-            "skip_first": best_key[1],
-            "error": float(best.mean()),
-            "z": None,
-            "kept": True,
-        }
-    )
-    axes = [("memory", int(max_memory))] + ([] if fixed is not None else [("skip_first", max_skip)])
-    for axis, limit in axes:
-        for value in range(1, limit + 1):
-            key = (value, best_key[1]) if axis == "memory" else (best_key[0], value)
-            err = screen.errors(*key)
-            diff = err - best
-            se = diff.std(ddof=1) / math.sqrt(diff.size)
-            zval = float(diff.mean() / se) if se > 0 else 0.0
-            keep = zval < -z
-            record.append(
-                {
-                    "memory": key[0],
-                    "skip_first": key[1],
-                    "error": float(err.mean()),
-                    "z": zval,
-                    "kept": keep,
-                }
-            )
-            if not keep:
-                break
-            best, best_key = err, key
+    best_key, record = _search(screen, int(max_memory), max_skip, fixed, z)
     k, skip = best_key
     # the preset's name (when one was given) stays in the model's meta
     given = model_config if isinstance(model_config, str) else target
