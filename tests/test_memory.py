@@ -128,7 +128,7 @@ def test_check_flags_the_one_step_map_and_passes_memory_one(ar2, ar2_k1):
 
 def test_auto_picks_memory_one_on_ar2_and_none_on_ou(ar2):
     """The held-out one-step errors decide: K = 1 on AR(2) (K = 2 adds nothing), K = 0 and
-    no skip on OU data (fixed seeds; the rule needs z < -3)."""
+    no skip on OU data (fixed seeds; the closed-form maps' rule needs z < -2)."""
     m = fit_memory_auto(ar2, None, TrainConfig(seed=0), progress=False)
     sel = m.history["memory_selection"]
     assert sel["chosen"] == {"memory": 1, "skip_first": 0}, sel

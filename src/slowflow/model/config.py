@@ -63,8 +63,12 @@ class ModelConfig:
         K, the number of past observations the map is conditioned on besides x_n:
         x_{n+1} = G(x_n, ..., x_{n-K}, z), a delay embedding (the finite-memory form of a
         Mori-Zwanzig closure) for data that are not Markov at Delta. 0: the paper's
-        one-step map. The drift, covariance and networks see the window through its
-        coordinates (x_n, x_n - x_{n-1}, ..., x_{n-K+1} - x_{n-K}).
+        one-step map. With the closed-form covariance (the default) the memory is in the
+        noise: drift and covariance see x_n, and the window's K standardized residuals
+        drive an autoregression of the next one (:mod:`slowflow.model.residual_ar`); a
+        flow on top also sees those residuals. With a network scale or drift, the drift
+        and networks see the window through its coordinates (x_n, x_n - x_{n-1}, ...,
+        x_{n-K+1} - x_{n-K}).
     periodic:
         Indices of the periodic variables (angles; their ranges are the data's, stored in
         the model): the map sees each through (cos, sin), its increments on the circle,

@@ -163,7 +163,15 @@ class FlowMap(nn.Module):
         self.periodic = tuple(config.periodic)
         if any(i >= self.dim for i in self.periodic):
             raise ConfigError(f"periodic indices {list(self.periodic)} exceed d={self.dim}")
-        self.n_coords = self.dim * (self.memory + 1) + len(self.periodic)
+        # a closed-form map with memory carries it in its noise (residual_ar): its drift
+        # and covariance see x_n alone, its flow also the window's standardized residuals
+        self.noise_memory = self.memory > 0 and config.uses_basis_scale
+        if self.noise_memory:
+            self.n_coords = self.dim + len(self.periodic)
+            self.n_context = self.n_coords + self.memory * self.dim
+        else:
+            self.n_coords = self.dim * (self.memory + 1) + len(self.periodic)
+            self.n_context = self.n_coords
         self.history, self.meta = {}, {}
         self.register_buffer("dt", torch.tensor(float(dt), dtype=torch.float64))
         self.register_buffer("x_mean", torch.zeros(dim))
@@ -177,7 +185,7 @@ class FlowMap(nn.Module):
             kw = {"dtype": torch.float64}  # the ranges exactly as declared
             self.register_buffer("period_lo", torch.full((dim,), -math.pi, **kw))
             self.register_buffer("period_len", torch.full((dim,), 2 * math.pi, **kw))
-        self.flow = _zuko_flow(config, self.dim, self.n_coords)
+        self.flow = _zuko_flow(config, self.dim, self.n_context)
         self.affine = None
         if config.uses_basis:
             self._init_basis(config)
@@ -188,6 +196,9 @@ class FlowMap(nn.Module):
             self.affine = _mlp(self.n_coords, n_out, config.affine_hidden, config.activation)
         if self.memory:
             self.register_buffer("history_bank", torch.zeros(0, self.memory + 1, self.dim))
+        if self.noise_memory:  # xi_{n+1} = sum_k A_k xi_{n+1-k} + C eta (A: none until fitted)
+            self.register_buffer("ar_coef", torch.zeros(self.memory, self.dim, self.dim))
+            self.register_buffer("ar_chol", torch.eye(self.dim))
         if self.flow is not None and config.parametrization == "increment":
             _identity_init(self.flow)
         self.register_buffer("_zeros", torch.zeros(dim))
@@ -262,6 +273,39 @@ class FlowMap(nn.Module):
         self.basis_expo = self.basis_expo.to(device)
         self.basis_cov = torch.as_tensor(fit.component_cov(), dtype=torch.float64, device=device)
 
+    def set_memory_ar(self, fit) -> None:
+        """Store a fitted :class:`~slowflow.model.residual_ar.ARFit` (its K must be the
+        map's memory)."""
+        if not self.noise_memory or fit.memory != self.memory:
+            raise ConfigError(
+                f"an autoregression of order {fit.memory} needs a closed-form map with "
+                f"memory {fit.memory} (this one: memory {self.memory})"
+            )
+        device = self.ar_coef.device
+        self.ar_coef = torch.as_tensor(fit.coef, dtype=torch.float32, device=device)
+        self.ar_chol = torch.as_tensor(fit.chol, dtype=torch.float32, device=device)
+
+    def _basis_chol(self, z: Tensor) -> Tensor:
+        """Lower Cholesky factors of Delta Sigma at coordinates z (..., p)."""
+        q = features_torch(z, self.cov_lo, self.cov_hi, self.cov_expo) @ self.cov_coef
+        dt = self.dt.to(z.dtype)
+        return cholesky_torch(q * dt, self.cov_scale * dt.sqrt(), self.dim)
+
+    def residuals(self, h: Tensor) -> Tensor:
+        """The standardized residuals (..., K, d) of the K steps of windows h (..., K + 1,
+        d), most recent first: xi_m = L(x_{m-1})^-1 (x_m - x_{m-1} - Delta a(x_{m-1}))."""
+        start, end = h[..., :-1, :], h[..., 1:, :]
+        inc = end - start
+        if self.periodic:
+            idx = list(self.periodic)
+            period = self.period_len[idx].to(h.dtype)
+            inc[..., idx] = torch.remainder(inc[..., idx] + 0.5 * period, period) - 0.5 * period
+        z = self.coords(start, memory=0)
+        r = inc - self.dt.to(h.dtype) * self.basis_drift(z)
+        chol = self._basis_chol(z)
+        xi = torch.linalg.solve_triangular(chol, r.unsqueeze(-1), upper=False).squeeze(-1)
+        return xi.flip(-2)
+
     def basis_drift_se(self, z) -> torch.Tensor:
         """Standard error (n, d) of the closed-form drift at coordinates z (n, p), float64;
         z of shape (n, m, p): of the drift averaged over the m windows of each point."""
@@ -290,16 +334,28 @@ class FlowMap(nn.Module):
                 f"this map has memory {k}: its condition is a window of shape (..., {k + 1}, "
                 f"{d}) (x_(n-{k}), ..., x_n), got {tuple(h.shape)}"
             )
+        if self.noise_memory:
+            return h[..., -1, :], self.coords(h[..., -1, :], memory=0)
         return h[..., -1, :], self.coords(h)
 
-    def coords(self, h):
-        """:func:`window_coords` of conditions with this map's memory and periodic ranges."""
+    def drift_coords(self, h):
+        """The coordinates the basis drift sees for conditions h (numpy or torch): the
+        window's for a map with memory in its drift, x_n's for one with memory in its
+        noise (and for a one-step map)."""
+        if self.noise_memory:
+            return self.coords(h[..., -1, :], memory=0)
+        return self.coords(h)
+
+    def coords(self, h, memory: int | None = None):
+        """:func:`window_coords` of conditions with this map's memory (or ``memory``) and
+        periodic ranges."""
+        memory = self.memory if memory is None else memory
         if not self.periodic:
-            return window_coords(h, self.memory)
+            return window_coords(h, memory)
         lo, period = self.period_lo, self.period_len
         if not isinstance(h, torch.Tensor):
             lo, period = lo.cpu().double().numpy(), period.cpu().double().numpy()
-        return window_coords(h, self.memory, self.periodic, lo, period)
+        return window_coords(h, memory, self.periodic, lo, period)
 
     def set_periods(self, ranges) -> None:
         """Store the ranges [(lo, hi) or None per variable] of the periodic variables."""
@@ -334,7 +390,7 @@ class FlowMap(nn.Module):
         std, the window's increments by the increments' mean and std)."""
         if not self.config.standardize:
             return z
-        k = self.memory
+        k = 0 if self.noise_memory else self.memory
         if self.periodic:  # cos and sin are standardized as they are
             src = [j for j in range(self.dim) for _ in range(2 if j in self.periodic else 1)]
             trig = torch.tensor(
@@ -349,13 +405,17 @@ class FlowMap(nn.Module):
         std = torch.cat([xs, self.d_std.repeat(k)]) if k else xs
         return (z - mean) / std
 
-    def _affine_transform(self, x: Tensor, z: Tensor, c: Tensor) -> TriangularAffine:
+    def _affine_transform(
+        self, x: Tensor, z: Tensor, c: Tensor, xi: Tensor | None = None
+    ) -> TriangularAffine:
         d = self.dim
         if self.config.uses_basis_scale:
             loc = x + self.dt.to(x.dtype) * self.basis_drift(z)
-            q = features_torch(z, self.cov_lo, self.cov_hi, self.cov_expo) @ self.cov_coef
-            dt = self.dt.to(x.dtype)
-            chol = cholesky_torch(q * dt, self.cov_scale * dt.sqrt(), d)
+            chol = self._basis_chol(z)
+            if xi is not None:  # memory in the noise: L (sum_k A_k xi_k + C eta)
+                mean = torch.einsum("kij,...kj->...i", self.ar_coef, xi)
+                loc = loc + (chol @ mean.unsqueeze(-1)).squeeze(-1)
+                chol = chol @ self.ar_chol
             if d == 1:
                 return TriangularAffine(loc, None, chol[..., 0])
             return TriangularAffine(loc, chol, torch.diagonal(chol, dim1=-2, dim2=-1))
@@ -390,8 +450,7 @@ class FlowMap(nn.Module):
         out = []
         for i in range(0, x.shape[0], batch):
             ht = torch.as_tensor(x[i : i + batch], dtype=torch.float32, device=device)
-            xt, zt = self.split(ht)
-            t = self._affine_transform(xt, zt, self.context(zt))
+            t = self._parts(ht)[2]
             var = t.diag**2 if t.tril is None else (t.tril**2).sum(-1)
             out.append(var.double().cpu().numpy())
         return np.concatenate(out)
@@ -400,11 +459,9 @@ class FlowMap(nn.Module):
         """The conditional law of x_{n+1} given x_n (h of shape (..., d)) or, with memory K,
         given the window h (..., K + 1, d); batch shape ``h.shape[:-1]`` resp.
         ``h.shape[:-2]``."""
-        x, z = self.split(h)
-        c = self.context(z)
         if self.config.parametrization == "direct":
-            return self.flow(c)
-        outer = self._affine_transform(x, z, c)
+            return self.flow(self.context(self.split(h)[1]))
+        x, c, outer = self._parts(h)
         if self.flow is None or self.gaussian_only:
             base = zuko.distributions.DiagNormal(self._zeros, torch.ones_like(self._zeros))
             base = base.expand(x.shape[:-1])
@@ -412,6 +469,17 @@ class FlowMap(nn.Module):
         inner = self.flow(c)
         transform = zuko.transforms.ComposedTransform(outer.inv, inner.transform)
         return zuko.distributions.NormalizingFlow(transform, inner.base)
+
+    def _parts(self, h: Tensor) -> tuple[Tensor, Tensor, TriangularAffine]:
+        """(x_n, the networks' input, the affine stage) of conditions h (increment
+        parametrization)."""
+        x, z = self.split(h)
+        c = self.context(z)
+        if not self.noise_memory:
+            return x, c, self._affine_transform(x, z, c)
+        xi = self.residuals(h)
+        c = torch.cat([c, xi.flatten(-2)], -1)
+        return x, c, self._affine_transform(x, z, c, xi)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -458,7 +526,7 @@ def _fill_offdiag(tril: Tensor, off: Tensor, rows: Tensor, cols: Tensor) -> Tens
 
 
 def build_model(
-    config: ModelConfig, dim: int, dt: float = 1.0, drift_fit=None, cov_fit=None
+    config: ModelConfig, dim: int, dt: float = 1.0, drift_fit=None, cov_fit=None, ar_fit=None
 ) -> FlowMap:
     """A fresh model for ``dim`` slow variables at observation step ``dt``; with
     ``drift="basis"`` the fitted drift ``drift_fit`` (a
@@ -470,6 +538,8 @@ def build_model(
         model.set_drift(drift_fit)
     if config.uses_basis_scale and cov_fit is not None:
         model.set_covariance(cov_fit)
+    if ar_fit is not None:
+        model.set_memory_ar(ar_fit)
     return model
 
 

@@ -26,7 +26,10 @@ from .config import ModelConfig
 from .flowmap import FlowMap
 
 FORMAT = "slowflow-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Format 1 files of closed-form maps with memory carried it in the drift's inputs (the
+#: window's increments); format 2 carries it in the noise (:mod:`.residual_ar`).
+_NOISE_MEMORY_SINCE = 2
 
 
 def model_payload(model: FlowMap, meta: dict | None = None) -> dict:
@@ -169,6 +172,15 @@ def _check_payload(path: Path, payload: dict) -> ModelConfig:
         config = ModelConfig.from_dict(dict(payload["config"]))
     except (ConfigError, TypeError, ValueError, OverflowError) as exc:
         raise ModelFileError(f"{path}: invalid model config: {_first(exc)}") from None
+    if (
+        payload["format_version"] < _NOISE_MEMORY_SINCE
+        and config.memory > 0
+        and config.uses_basis_scale
+    ):
+        raise ModelFileError(
+            f"{path}: this closed-form map with memory {config.memory} was written by an "
+            "earlier slowflow (format 1, memory in the drift's inputs); fit it again"
+        )
     stored = sum(int(v.numel()) for v in state.values())
     need = min_parameters(config, dim)
     if need > stored:

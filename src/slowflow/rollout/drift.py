@@ -12,7 +12,7 @@ import torch
 from ..errors import ConfigError
 from ..io.atomic import atomic_open
 from ..io.limits import check_memory
-from ..model.flowmap import FlowMap, window_coords
+from ..model.flowmap import FlowMap
 from ..model.score import sample_with as _sample
 from .starts import draw_histories, warn_outside
 
@@ -112,7 +112,7 @@ def drift_diffusion(model: FlowMap, x, n_samples: int = 20_000, seed: int = 0) -
     fit_se = None
     if model.config.uses_basis:
         # with memory: the error of the drift averaged over the drawn histories
-        z = np.stack([window_coords(w, k) for w in windows]) if k else x
+        z = np.stack([model.drift_coords(w) for w in windows]) if k else x
         fit_se = model.basis_drift_se(z).cpu().numpy()
         drift_se = np.sqrt(drift_se**2 + fit_se**2)
     return DriftDiffusion(x, drift, drift_se, cov, cov_se, dt, int(n_samples), fit_se)

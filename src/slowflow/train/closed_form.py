@@ -19,22 +19,44 @@ from .results import kstep, meta_of, nll_sum
 
 
 def fit_closed_form(config: ModelConfig, prep: Prepared, cfg: TrainConfig):
-    """The closed-form stages of a model from the training pairs: (drift, covariance), each
-    a fit or None.
+    """The closed-form stages of a model from the training pairs: (drift, covariance,
+    autoregression), each a fit or None.
 
     Basis drift by feasible GLS (:func:`~slowflow.model.basis.fit_drift`). With a
     closed-form scale: the covariance of its residuals
     (:func:`~slowflow.model.covariance.fit_covariance`), the drift fitted again weighted by
     the inverse of that covariance's diagonal, and the covariance of the final residuals.
+    With memory K > 0 and a closed-form scale, these one-step fits on x_n start the
+    Cochrane-Orcutt rounds of :mod:`slowflow.model.residual_ar` (the memory in the noise).
     """
+    from ..model.covariance import fit_covariance
+    from ..model.residual_ar import fit_residual_ar
+
+    if not config.uses_basis or prep.drift_sample is None:
+        return None, None, None
+    h, x1, groups = prep.drift_sample
+    noise_memory = config.memory > 0 and config.uses_basis_scale
+    x0, z = condition_parts(h, 0 if noise_memory else config.memory, prep.periods, last=True)
+    dt, seed = prep.dt, cfg.seed
+    drift, cov = _one_step(x0, x1, z, groups, dt, config, seed)
+    if not noise_memory:
+        return drift, cov, None
+
+    def coords(pts):
+        return condition_parts(pts, 0, prep.periods)[1]
+
+    def refit(resid):
+        return fit_covariance(resid, dt, z, groups, degree=cov.degree, seed=seed)
+
+    return fit_residual_ar(h, x1, groups, drift, cov, dt, coords, prep.periods, refit)
+
+
+def _one_step(x0, x1, z, groups, dt, config: ModelConfig, seed: int):
+    """The basis drift (and, with a closed-form scale, the covariance) at coordinates z."""
     from ..model.basis import fit_drift
     from ..model.covariance import fit_covariance
 
-    if not config.uses_basis or prep.drift_sample is None:
-        return None, None
-    h, x1, groups = prep.drift_sample
-    x0, z = condition_parts(h, config.memory, prep.periods)
-    dt, seed, deg = prep.dt, cfg.seed, config.basis_degree
+    deg = config.basis_degree
     drift = fit_drift(x0, x1, dt, groups, degree=deg, seed=seed, context=z)
     if not config.uses_basis_scale:
         return drift, None
@@ -51,11 +73,16 @@ def fit_closed_form(config: ModelConfig, prep: Prepared, cfg: TrainConfig):
     raise AssertionError("unreachable")
 
 
-def condition_parts(h: np.ndarray, memory: int, periods=None) -> tuple[np.ndarray, np.ndarray]:
+def condition_parts(
+    h: np.ndarray, memory: int, periods=None, last: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(x_n, coordinates) of conditions: (N, d) for K = 0, windows (N, K + 1, d); periodic
-    variables (``periods``: (lo, hi) or None per variable) enter through cos and sin."""
+    variables (``periods``: (lo, hi) or None per variable) enter through cos and sin.
+    ``last``: h may be windows whose last point alone is the condition (memory 0)."""
     from ..model.flowmap import window_coords
 
+    if last and h.ndim == 3:
+        h = h[:, -1]
     x0 = h if memory == 0 else h[:, -1]
     per = [j for j, r in enumerate(periods or []) if r is not None]
     if not per:
@@ -90,7 +117,7 @@ def closed_form_model(
             f"the closed-form model has no finite validation NLL ({val}); check the data"
         )
     history: dict = {"epoch": [], "train_nll": [], "val_nll": [], "lr": [], "seconds": []}
-    for key, fit in zip(("drift_basis", "covariance_basis"), fits):
+    for key, fit in zip(("drift_basis", "covariance_basis", "memory_ar"), fits):
         if fit is not None:
             history[key] = fit.summary()
     stopped = stop_flag is not None and bool(stop_flag())

@@ -132,7 +132,7 @@ def fit(
         check_prepared(prep, resume_state, source)
         model_config = with_periodic(model_config, prep, source)
         t_closed = time.perf_counter()
-        fits = (None, None) if resume_state else fit_closed_form(model_config, prep, cfg)
+        fits = (None, None, None) if resume_state else fit_closed_form(model_config, prep, cfg)
         t_closed = time.perf_counter() - t_closed
         model = _build(model_config, prep, cfg, device, fits)
         if model.n_parameters() == 0:  # drift and covariance in closed form: nothing to train
@@ -147,7 +147,8 @@ def fit(
         run = _Run.start(model, prep, cfg, dctx, device, preset_name, asked)
         if resume_state is not None:
             run.restore(Checkpoint.from_dict(resume_state))
-        for key, fitted in zip(("drift_basis", "covariance_basis"), fits, strict=True):
+        keys = ("drift_basis", "covariance_basis", "memory_ar")
+        for key, fitted in zip(keys, fits, strict=True):
             if fitted is not None:
                 run.history[key] = fitted.summary()
         run.history.setdefault("closed_form_seconds", t_closed)
