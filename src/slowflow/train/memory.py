@@ -8,21 +8,28 @@ variance is 10 % below the long-time one (the rest lies in the covariance of adj
 increments), and the ensembles come out 5 % too narrow. A map conditioned on the last K + 1
 observations (:attr:`slowflow.model.config.ModelConfig.memory`) carries that correlation.
 
-:func:`fit_memory_auto` chooses K, and whether to drop the first observations of every
-burst (fast variables started out of equilibrium), by how well each candidate predicts the
-next increment of bursts it was not fitted on: K-fold cross-validation over whole
-trajectories, every candidate scored on the same targets (observations late enough in
-their burst for the largest memory and skip tried), trajectory by trajectory. For the
+:func:`fit_memory_auto` first decides whether to drop the first observations of every
+burst (fast variables started out of equilibrium): by the transient test of
+:mod:`slowflow.train.transient`, which asks whether the first increments of the bursts
+follow another law than later increments from the same states. Then it chooses K by how
+well each candidate predicts the next increment of bursts it was not fitted on: K-fold
+cross-validation over whole trajectories, every candidate scored on the same targets
+(observations late enough in their burst for the largest memory tried), trajectory by
+trajectory. For the
 closed-form maps (the default), whose memory is an autoregression of the standardized
 residuals (:mod:`slowflow.model.residual_ar`), the score is the squared norm of the
 held-out innovation (each candidate with its own drift); for maps with a network scale or
 drift, whose memory is in the drift's inputs, the weighted squared error of the closed-form
-drift on the window's coordinates, with the weights of the K = 0 covariance. Then:
+drift on the window's coordinates, with the weights of the K = 0 covariance. K = 0, 1,
+2, ...: a candidate is kept while it beats the best so far by more than ``z`` standard
+errors of the paired difference; the search stops at the first one that does not (or at
+``max_memory``).
 
-1. K = 0, 1, 2, ... (skip 0): a candidate is kept while it beats the best so far by more
-   than ``z`` standard errors of the paired difference; the search stops at the first one
-   that does not (or at ``max_memory``).
-2. With that K, skip = 1, 2, ... observations, by the same rule.
+Why the skip is not chosen by the same held-out score: removing a one-step transient from
+1 % of the pairs changes the drift by about its standard error, which moves the held-out
+error of later targets by about one paired standard error (ex4.5: z from -0.6 to -1.8 over
+three seeds, W1/floor 1.70 -> 1.46 and 1.74 -> 1.33 with the skip), while the test on the
+first increments themselves rejects at p ~ 1e-15.
 
 Why not a multi-step score on the 10 % of bursts held out for validation: at the paper's
 data size it cannot resolve a 5 % spread error (paired z about 0.5 on ex4.2), while the
@@ -67,6 +74,7 @@ from ..model.flowmap import window_coords
 from .closed_form import condition_parts
 from .config import TrainConfig
 from .loop import fit
+from .transient import transient_length
 
 
 class MemoryAutoUnavailable(ConfigError):
@@ -86,7 +94,7 @@ Z_ACCEPT_NOISE = 2.0
 SCREEN_WINDOWS = 150_000
 
 
-def _screen_data(train: Trajectories, max_memory: int, max_skip: int, seed: int):
+def _screen_data(train: Trajectories, seed: int):
     """The training bursts the screening uses (at most about ``SCREEN_WINDOWS`` windows)."""
     per = np.maximum(train.lengths - 1, 0)
     if per.sum() <= SCREEN_WINDOWS:
@@ -100,9 +108,9 @@ def _screen_data(train: Trajectories, max_memory: int, max_skip: int, seed: int)
 class _Screen:
     """Cross-validated one-step errors of the candidates on common targets."""
 
-    def __init__(self, data: Trajectories, max_memory: int, max_skip: int, seed: int, folds=10):
+    def __init__(self, data: Trajectories, max_memory: int, skip: int, seed: int, folds=10):
         self.data, self.seed = data, seed
-        self.k_max, self.t0 = int(max_memory), int(max_memory) + int(max_skip) + 1
+        self.k_max, self.t0 = int(max_memory), int(max_memory) + int(skip) + 1
         self.folds = folds
         # weights: the inverse variance of the K = 0 covariance at each target's x_n
         h, x1, traj = make_windows(data, 0, 0)
@@ -149,35 +157,32 @@ class _Screen:
 class _NoiseScreen:
     """Cross-validated errors of the memory-in-the-noise candidates
     (:mod:`slowflow.model.residual_ar`): the standardized residuals of the one-step drift
-    and covariance (fitted once per skip), an autoregression of order K fitted on the
-    other folds' trajectories, and the squared norm of the held-out innovation
-    xi_{n+1} - sum_k A_k xi_{n+1-k} per trajectory (K = 0: of xi_{n+1}), mapped back to x
-    and standardized by the skip-0 one-step covariance, the units every candidate is
-    scored in (a skip refits the covariance, and a larger one would shrink its own
-    standardized errors). Each candidate's
-    residuals are those of its own drift (fitted with its autoregression on all the
-    screened bursts: the drift's parameters are the same for every candidate, so its
-    in-sample fit favours none)."""
+    and covariance, an autoregression of order K fitted on the other folds' trajectories,
+    and the squared norm of the held-out innovation xi_{n+1} - sum_k A_k xi_{n+1-k} per
+    trajectory (K = 0: of xi_{n+1}). Each candidate's residuals are those of its own drift
+    (fitted with its autoregression on all the screened bursts: the drift's parameters are
+    the same for every candidate, so its in-sample fit favours none); the covariance is
+    the one-step one for all, so every candidate is scored in the same units."""
 
-    def __init__(self, data: Trajectories, max_memory: int, max_skip: int, seed: int, folds=10):
+    def __init__(self, data: Trajectories, max_memory: int, skip: int, seed: int, folds=10):
         self.data, self.seed, self.folds = data, seed, folds
-        self.k_max, self.t0 = int(max_memory), int(max_memory) + int(max_skip) + 1
+        self.k_max, self.t0 = int(max_memory), int(max_memory) + int(skip) + 1
         self.periods = periodic_ranges(data)
-        self._fits: dict = {}
+        self._fit = None
 
     def _coords(self, pts: np.ndarray) -> np.ndarray:
         return condition_parts(pts, 0, self.periods)[1]
 
     def _one_step(self, skip: int):
-        if skip not in self._fits:
+        if self._fit is None:
             h, x1, traj = make_windows(self.data, 0, skip)
             x0 = h[:, 0]
             z = self._coords(x0)
             dt = self.data.dt
             drift = fit_drift(x0, x1, dt, traj, seed=self.seed, context=z)
             resid = x1 - x0 - dt * drift.drift(z)
-            self._fits[skip] = (drift, fit_covariance(resid, dt, z, traj, seed=self.seed))
-        return self._fits[skip]
+            self._fit = (drift, fit_covariance(resid, dt, z, traj, seed=self.seed))
+        return self._fit
 
     def errors(self, k: int, skip: int) -> np.ndarray:
         from ..model.residual_ar import fit_ar, fit_residual_ar, predicted, residuals, steps
@@ -190,11 +195,7 @@ class _NoiseScreen:
                 h, x1, traj, drift, cov, dt, self._coords, self.periods, lambda r: cov
             )[0]
         starts, inc = steps(h, x1, self.periods)
-        xi, chol = residuals(starts, inc, drift, cov, dt, self._coords)
-        # innovations back in x (L eta), then in the common units of the skip-0 covariance
-        common = np.linalg.cholesky(
-            self._one_step(0)[1].sigma(self._coords(starts[:, -1])) * dt
-        )
+        xi = residuals(starts, inc, drift, cov, dt, self._coords)[0]
         first = np.r_[0, np.flatnonzero(np.diff(traj)) + 1]
         pos = np.arange(traj.size) - np.repeat(first, np.diff(np.r_[first, traj.size]))
         evaluate = pos + skip + k + 1 >= self.t0
@@ -206,9 +207,7 @@ class _NoiseScreen:
             eta = xi[held, -1]
             if k:
                 eta = eta - predicted(fit_ar(xi[~held]), xi[held, :-1])
-            err = np.einsum("nij,nj->ni", chol[held, -1], eta)
-            err = np.linalg.solve(common[held], err[..., None])[..., 0]
-            np.add.at(out, traj[held], (err**2).sum(-1) * evaluate[held])
+            np.add.at(out, traj[held], (eta**2).sum(-1) * evaluate[held])
         return out
 
 
@@ -222,27 +221,22 @@ def _check_values(data: Trajectories, source: str) -> None:
         )
 
 
-def _search(screen: _Screen, max_memory: int, max_skip: int, fixed: int | None, z: float):
-    """(best (memory, skip), record): K = 1, 2, ... kept while each beats the best so far by
-    more than ``z`` paired standard errors, then skip = 1, 2, ... likewise (``fixed``: the
-    skip is the user's and only K is searched)."""
-    best_key = (0, fixed or 0)
-    best = screen.errors(*best_key)
-    record = [_entry(best_key, best, None, True)]
-    axes = [("memory", max_memory)] + ([] if fixed is not None else [("skip_first", max_skip)])
-    for axis, limit in axes:
-        for value in range(1, limit + 1):
-            key = (value, best_key[1]) if axis == "memory" else (best_key[0], value)
-            err = screen.errors(*key)
-            diff = err - best
-            se = diff.std(ddof=1) / math.sqrt(diff.size)
-            zval = float(diff.mean() / se) if se > 0 else 0.0
-            keep = zval < -z
-            record.append(_entry(key, err, zval, keep))
-            if not keep:
-                break
-            best, best_key = err, key
-    return best_key, record
+def _search(screen, max_memory: int, skip: int, z: float):
+    """(best K, record): K = 1, 2, ... kept while each beats the best so far by more than
+    ``z`` paired standard errors (all with this ``skip``)."""
+    best_k, best = 0, screen.errors(0, skip)
+    record = [_entry((0, skip), best, None, True)]
+    for k in range(1, max_memory + 1):
+        err = screen.errors(k, skip)
+        diff = err - best
+        se = diff.std(ddof=1) / math.sqrt(diff.size)
+        zval = float(diff.mean() / se) if se > 0 else 0.0
+        keep = zval < -z
+        record.append(_entry((k, skip), err, zval, keep))
+        if not keep:
+            break
+        best, best_k = err, k
+    return best_k, record
 
 
 def _entry(key, err, zval, kept) -> dict:
@@ -281,8 +275,9 @@ def fit_memory_auto(
         fields override it, the others (``checkpoint``, ``stop_flag``, ...) go to the
         final :func:`~slowflow.train.fit`.
     max_memory, max_skip : int
-        The largest K and skip tried (fewer where the bursts are too short: every
-        candidate is scored on targets after the largest window and skip).
+        The largest K tried (fewer where the bursts are too short: every candidate is
+        scored on targets after the largest window) and the most leading observations the
+        transient test may skip.
     z : float, optional
         How many standard errors of the paired difference a candidate must win by (None:
         ``Z_ACCEPT_NOISE`` for the closed-form maps, ``Z_ACCEPT`` for the others).
@@ -293,7 +288,8 @@ def fit_memory_auto(
     -------
     FlowMap
         The fitted model; ``history["memory_selection"]`` lists every candidate with its
-        held-out error, the paired z against the best before it and whether it was kept.
+        held-out error, the paired z against the best before it and whether it was kept,
+        and the transient test's record (``transient``).
     """
     t0 = time.perf_counter()
     fields = TrainConfig.__dataclass_fields__
@@ -319,24 +315,25 @@ def fit_memory_auto(
             f"--memory auto needs bursts of at least 4 observations, the longest has "
             f"{int(train.lengths.max())}; give a fixed --memory K"
         )
-    fixed = None if skip_first is None else int(skip_first)
-    max_memory = max(0, min(int(max_memory), room - (fixed or 0)))
-    max_skip = fixed if fixed is not None else min(int(max_skip), room - max_memory)
+    if skip_first is None:
+        transient = transient_length(train, min(int(max_skip), room), cfg.seed)
+        skip = transient["skip"]
+    else:
+        transient, skip = {"given": int(skip_first)}, int(skip_first)
+    max_memory = max(0, min(int(max_memory), room - skip))
     noise = replace(target, memory=1).uses_basis_scale
     kind = _NoiseScreen if noise else _Screen
     if z is None:
         z = Z_ACCEPT_NOISE if noise else Z_ACCEPT
-    screen = kind(
-        _screen_data(train, max_memory, max_skip, cfg.seed), max_memory, max_skip, cfg.seed
-    )
-    best_key, record = _search(screen, int(max_memory), max_skip, fixed, z)
-    k, skip = best_key
+    screen = kind(_screen_data(train, cfg.seed), max_memory, skip, cfg.seed)
+    k, record = _search(screen, max_memory, skip, z)
     # the preset's name (when one was given) stays in the model's meta
     given = model_config if isinstance(model_config, str) else target
     model = fit(data, given, replace(cfg, skip_first=skip), memory=k, progress=progress, **extra)
     model.history["memory_selection"] = {
         "candidates": record,
         "chosen": {"memory": k, "skip_first": skip},
+        "transient": transient,
         "z_accept": float(z),
         "first_scored_observation": screen.t0,
         "n_trajectories": int(screen.data.n_traj),
@@ -346,8 +343,17 @@ def fit_memory_auto(
 
 
 def describe(selection: dict) -> str:
-    """One line per candidate, for the command line."""
+    """The transient test and one line per candidate, for the command line."""
     lines = []
+    tr = selection.get("transient") or {}
+    if "given" in tr:
+        lines.append(f"  skip-first {tr['given']} (given)")
+    for p in tr.get("positions", []):
+        lines.append(
+            f"  transient test, increments from observation {p['position']}: "
+            f"chi2 {p['wald']:.1f} on {p['dof']} dof, p {p['p_value']:.2g}"
+            + (" (skipped)" if p["position"] < tr["skip"] else "")
+        )
     for c in selection["candidates"]:
         z = "" if c["z"] is None else f", paired z {c['z']:+.1f}"
         lines.append(
