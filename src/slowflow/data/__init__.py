@@ -35,6 +35,7 @@ from .windows import (
     split_by_trajectory,
     split_indices,
     time_split,
+    window_positions,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "split_by_trajectory",
     "split_indices",
     "time_split",
+    "window_positions",
     "wrap",
     "wrap_delta",
 ]

@@ -194,3 +194,16 @@ def check_dim(data: Trajectories, expected_dim: int, source: str) -> None:
         raise DataError(
             f"{source}: data has d={data.dim} slow variables but the model expects d={expected_dim}"
         )
+
+
+def window_positions(traj: np.ndarray) -> np.ndarray:
+    """Index of each window among the windows of its trajectory (0 for the first), for the
+    trajectory labels ``traj`` that :func:`make_windows` returns (grouped, in order).
+
+    Examples
+    --------
+    >>> window_positions(np.array([0, 0, 0, 1, 1]))
+    array([0, 1, 2, 0, 1])
+    """
+    first = np.r_[0, np.flatnonzero(np.diff(traj)) + 1]
+    return np.arange(traj.size) - np.repeat(first, np.diff(np.r_[first, traj.size]))

@@ -55,6 +55,7 @@ from ..data import (
     make_windows,
     periodic_ranges,
     split_by_trajectory,
+    window_positions,
 )
 from ..errors import ConfigError, DataError
 from ..model.basis import (
@@ -131,8 +132,7 @@ class _Screen:
         x0 = h if k == 0 else h[:, -1]
         z = x0 if k == 0 else window_coords(h, k)
         # the target's index in its burst: skip + K + 1 + position among the windows
-        first = np.r_[0, np.flatnonzero(np.diff(traj)) + 1]
-        pos = np.arange(traj.size) - np.repeat(first, np.diff(np.r_[first, traj.size]))
+        pos = window_positions(traj)
         evaluate = pos + skip + k + 1 >= self.t0
         y = (x1 - x0) / dt
         w = self._weights(x0)
@@ -196,8 +196,7 @@ class _NoiseScreen:
             )[0]
         starts, inc = steps(h, x1, self.periods)
         xi = residuals(starts, inc, drift, cov, dt, self._coords)[0]
-        first = np.r_[0, np.flatnonzero(np.diff(traj)) + 1]
-        pos = np.arange(traj.size) - np.repeat(first, np.diff(np.r_[first, traj.size]))
+        pos = window_positions(traj)
         evaluate = pos + skip + k + 1 >= self.t0
         cv = Folds.of(traj, self.folds, self.seed)
         out = np.zeros(data.n_traj)

@@ -41,7 +41,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from ..data import Trajectories, make_windows, periodic_ranges
+from ..data import Trajectories, make_windows, periodic_ranges, window_positions
 from ..model.basis import box, exponents, features_np, fit_drift, n_features
 from ..model.covariance import fit_covariance
 from .closed_form import condition_parts
@@ -66,8 +66,7 @@ def transient_length(
         return out
     h, x1, traj = make_windows(data, 0, 0)
     x0 = h[:, 0]
-    first = np.r_[0, np.flatnonzero(np.diff(traj)) + 1]
-    pos = np.arange(traj.size) - np.repeat(first, np.diff(np.r_[first, traj.size]))
+    pos = window_positions(traj)
     periods = periodic_ranges(data)
     ref = _reference(x0, x1, traj, pos >= max_skip, data.dt, periods, seed)
     if ref is None:
