@@ -261,3 +261,21 @@ def test_fit_reads_a_settings_file_and_the_command_line_wins(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fit.toml: [train] has no setting 'epoch'" in err[0]
     assert not (tmp_path / "n.pt").exists()
+
+
+def test_fit_reports_the_innovation_law_and_takes_it_as_an_option(tmp_path, capsys):
+    """``fit`` prints which innovation law it chose; ``--innovation gaussian`` keeps
+    N(0, I) and is stored in the model's config."""
+    from slowflow.model.io import load_model
+
+    data = tmp_path / "d.npz"
+    assert main(["simulate", "ou", "--n-traj", "200", "--t-end", "0.5", "--out", str(data)]) == 0
+    capsys.readouterr()
+    assert main(["fit", str(data), "--out", str(tmp_path / "a.pt")]) == 0
+    assert "innovation law: gaussian" in capsys.readouterr().out
+    assert (
+        main(["fit", str(data), "--innovation", "gaussian", "--out", str(tmp_path / "b.pt")]) == 0
+    )
+    model = load_model(tmp_path / "b.pt")
+    assert model.config.innovation == "gaussian" and not model.empirical_innovation
+    assert "innovation law" not in capsys.readouterr().out

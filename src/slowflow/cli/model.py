@@ -69,6 +69,8 @@ def _settings(args) -> tuple:
     train = {**from_file.get("train", {})}
     train.update({k: getattr(args, k) for k in FIT_TRAIN_OPTIONS if k in typed or k not in train})
     model = dict(from_file.get("model", {}))
+    if "innovation" in typed:
+        model["innovation"] = args.innovation
     preset = args.preset if "preset" in typed else model.pop("preset", args.preset)
     model.pop("preset", None)
     try:
@@ -152,6 +154,8 @@ def cmd_fit(args) -> int:
 
         print("memory selection (held-out one-step error, paired over trajectories):")
         print(describe(h["memory_selection"]))
+    if "innovation" in h and lead:
+        print(_describe_innovation(h["innovation"]))
     interrupted = "interrupted" in h["stop_reason"]
     closed_form = model.n_parameters() == 0  # drift and covariance in closed form
     if interrupted and h["best_epoch"] < 0:
@@ -170,6 +174,19 @@ def cmd_fit(args) -> int:
     if checkpoint.exists():
         print(f"checkpoint kept at {checkpoint}; continue with --resume")
     return 130
+
+
+def _describe_innovation(rec: dict) -> str:
+    best = max(rec["candidates"], key=lambda c: c["gain"], default=None)
+    gain = (
+        ""
+        if best is None
+        else (
+            f" (held-out gain over N(0, I) up to {best['gain']:.4f} +- {best['se']:.4f} "
+            f"nats/pair, {best['cells']} cells)"
+        )
+    )
+    return f"innovation law: {rec['chosen']}{gain}"
 
 
 def _fit_summary(out, h: dict, closed_form: bool) -> str:
@@ -360,6 +377,16 @@ def _register_fit(sub) -> None:
         "for data that are not Markov at Delta), or 'auto' (the default): chosen on "
         "held-out bursts together with --skip-first (0 where the data do not allow a "
         "choice: streamed, or bursts of fewer than 4 observations)",
+    )
+    s.add_argument(
+        "--innovation",
+        action=Given,
+        choices=("auto", "gaussian", "empirical"),
+        default="auto",
+        help="law of the standardized innovation of the Gaussian presets: N(0, I) "
+        "(gaussian), the training innovations' own law near x_n with its mean and "
+        "covariance kept (empirical), or 'auto' (the default): empirical where it beats "
+        "N(0, I) on the validation bursts",
     )
     s.add_argument(
         "--periodic",

@@ -11,6 +11,7 @@ ACTIVATIONS = ("tanh", "relu", "elu", "silu")
 PARAMETRIZATIONS = ("direct", "increment")
 DRIFTS = ("basis", "network")
 SCALES = ("basis", "network")
+INNOVATIONS = ("auto", "gaussian", "empirical")
 #: Most past observations a map may be conditioned on.
 MAX_MEMORY = 16
 
@@ -73,6 +74,13 @@ class ModelConfig:
         Indices of the periodic variables (angles; their ranges are the data's, stored in
         the model): the map sees each through (cos, sin), its increments on the circle,
         and rollouts keep it in its range.
+    innovation:
+        The law of the standardized innovation u of the Gaussian presets (flow
+        ``"gaussian"``; a flow learns its own). ``"gaussian"``: N(0, I). ``"empirical"``:
+        the training innovations' own law near x_n, its mean and covariance held at 0 and
+        I so that the drift and the covariance are kept (:mod:`slowflow.model.innovation`).
+        ``"auto"`` (the default): the empirical law where it beats N(0, I) on the
+        validation bursts' innovations, N(0, I) otherwise.
     """
 
     flow: str = "gaussian"
@@ -89,6 +97,7 @@ class ModelConfig:
     scale_degree: int | None = None
     memory: int = 0
     periodic: tuple[int, ...] = ()
+    innovation: str = "auto"
 
     def __post_init__(self) -> None:
         if self.transforms is None:  # none for the Gaussian, three for a flow
@@ -130,6 +139,15 @@ class ModelConfig:
         if any(i < 0 for i in per):
             raise ConfigError(f"periodic must hold variable indices >= 0, got {self.periodic!r}")
         object.__setattr__(self, "periodic", per)
+        if self.innovation not in INNOVATIONS:
+            raise ConfigError(f"innovation must be one of {INNOVATIONS}, got {self.innovation!r}")
+        if self.innovation == "empirical" and (
+            self.flow != "gaussian" or self.parametrization != "increment"
+        ):
+            raise ConfigError(
+                "innovation 'empirical' is for flow 'gaussian' (a flow learns the "
+                "innovation's law itself)"
+            )
         if self.scale is None:
             object.__setattr__(self, "scale", "basis" if self.uses_basis else "network")
         if self.scale not in SCALES:

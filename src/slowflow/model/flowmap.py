@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from .basis import exponents, features_torch
 from .config import ModelConfig
 from .covariance import cholesky_torch
+from .innovation import EmpiricalInnovation
 
 _ACT = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
 # Bounds on the log of the diagonal of the conditional scale, in units of the global
@@ -199,6 +200,12 @@ class FlowMap(nn.Module):
         if self.noise_memory:  # xi_{n+1} = sum_k A_k xi_{n+1-k} + C eta (A: none until fitted)
             self.register_buffer("ar_coef", torch.zeros(self.memory, self.dim, self.dim))
             self.register_buffer("ar_chol", torch.eye(self.dim))
+        if self.flow is None and config.parametrization == "increment":
+            # the innovation's empirical law (none: N(0, I)), see set_innovation_law
+            self.register_buffer("innov_centers", torch.zeros(0, self.n_coords))
+            self.register_buffer("innov_bank", torch.zeros(0, 0, self.dim))
+            self.register_buffer("innov_count", torch.zeros(0, dtype=torch.int64))
+            self.register_buffer("innov_bw", torch.zeros(0))
         if self.flow is not None and config.parametrization == "increment":
             _identity_init(self.flow)
         self.register_buffer("_zeros", torch.zeros(dim))
@@ -455,6 +462,35 @@ class FlowMap(nn.Module):
             out.append(var.double().cpu().numpy())
         return np.concatenate(out)
 
+    @property
+    def empirical_innovation(self) -> bool:
+        """True when the innovation's law is the empirical one (not N(0, I))."""
+        count = getattr(self, "innov_count", None)
+        return count is not None and count.numel() > 0
+
+    def set_innovation_law(self, law) -> None:
+        """Store an :class:`~slowflow.model.innovation.InnovationLaw` (None: N(0, I))."""
+        if not hasattr(self, "innov_count"):
+            raise ConfigError("only the Gaussian presets take an empirical innovation law")
+        dev = self.x_mean.device
+        if law is None:
+            self.innov_centers = torch.zeros(0, self.n_coords, device=dev)
+            self.innov_bank = torch.zeros(0, 0, self.dim, device=dev)
+            self.innov_count = torch.zeros(0, dtype=torch.int64, device=dev)
+            self.innov_bw = torch.zeros(0, device=dev)
+            return
+        self.innov_centers = torch.as_tensor(law.centers, dtype=torch.float32, device=dev)
+        self.innov_bank = torch.as_tensor(law.bank, dtype=torch.float32, device=dev)
+        self.innov_count = torch.as_tensor(law.count, dtype=torch.int64, device=dev)
+        self.innov_bw = torch.as_tensor(law.bandwidth, dtype=torch.float32, device=dev)
+
+    @torch.no_grad()
+    def innovations(self, h: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        """(standardized coordinates of x_n, innovations u) of pairs (h, x1) under the
+        affine stage: x1 = loc + L u (increment parametrization)."""
+        _, c, outer = self._parts(h)
+        return c[..., : self.n_coords], outer.inv(x1)
+
     def forward(self, h: Tensor) -> Distribution:
         """The conditional law of x_{n+1} given x_n (h of shape (..., d)) or, with memory K,
         given the window h (..., K + 1, d); batch shape ``h.shape[:-1]`` resp.
@@ -462,6 +498,15 @@ class FlowMap(nn.Module):
         if self.config.parametrization == "direct":
             return self.flow(self.context(self.split(h)[1]))
         x, c, outer = self._parts(h)
+        if self.flow is None and self.empirical_innovation:
+            base = EmpiricalInnovation(
+                self.innov_centers,
+                self.innov_bank,
+                self.innov_count,
+                self.innov_bw,
+                c[..., : self.n_coords],
+            )
+            return zuko.distributions.NormalizingFlow(outer.inv, base)
         if self.flow is None or self.gaussian_only:
             base = zuko.distributions.DiagNormal(self._zeros, torch.ones_like(self._zeros))
             base = base.expand(x.shape[:-1])
@@ -492,13 +537,34 @@ class FlowMap(nn.Module):
         self.history_bank = w
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # the bank's size is the data's, not the config's: take the stored one
+        # the banks' sizes are the data's, not the config's: take the stored ones
         key = prefix + "history_bank"
         if self.memory and key in state_dict:
             w = state_dict[key]
             if w.dim() == 3 and tuple(w.shape[1:]) == (self.memory + 1, self.dim):
                 self.history_bank = torch.zeros_like(w, device=self.x_mean.device)
+        if hasattr(self, "innov_count"):
+            self._size_innovation(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _size_innovation(self, state_dict, prefix) -> None:
+        """The innovation buffers sized as stored (files written before the empirical
+        law have none: N(0, I))."""
+        names = ("innov_centers", "innov_bank", "innov_count", "innov_bw")
+        if not any(prefix + n in state_dict for n in names):
+            for n in names:
+                state_dict[prefix + n] = getattr(self, n)
+            return
+        trailing = {"innov_centers": (self.n_coords,), "innov_bank": (self.dim,)}
+        for n in names:
+            stored = state_dict.get(prefix + n)
+            mine = getattr(self, n)
+            tail = trailing.get(n, ())
+            if stored is None or stored.dim() != mine.dim():
+                continue  # load_state_dict reports the mismatch
+            if tail and tuple(stored.shape[-len(tail) :]) != tail:
+                continue
+            setattr(self, n, torch.zeros_like(stored, dtype=mine.dtype, device=mine.device))
 
 
 def _identity_init(flow: nn.Module) -> None:

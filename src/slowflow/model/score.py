@@ -28,12 +28,30 @@ import torch
 from ..errors import ConfigError
 
 
+def draw_noise(base, shape, generator: torch.Generator, device, dtype):
+    """The random numbers of one draw of ``base`` for a batch ``shape`` (with the event
+    dimension last): standard normals, and a uniform per row when the base is an
+    empirical innovation law (:mod:`slowflow.model.innovation`), else None."""
+    z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    v = None
+    if getattr(base, "needs_uniform", False):
+        v = torch.rand(shape[:-1], generator=generator, device=device, dtype=dtype)
+    return z, v
+
+
+def base_draw(base, z: torch.Tensor, v: torch.Tensor | None) -> torch.Tensor:
+    """A draw of ``base`` from the random numbers of :func:`draw_noise`."""
+    if v is not None:
+        return base.draw(z, v)
+    return base.mean + base.stddev * z
+
+
 def sample_with(dist, generator: torch.Generator) -> torch.Tensor:
     """One draw of a zuko NormalizingFlow with an explicit ``torch.Generator``."""
     base = dist.base
     shape = base.batch_shape + base.event_shape
-    z = torch.randn(shape, generator=generator, device=base.mean.device, dtype=base.mean.dtype)
-    return dist.transform.inv(base.mean + base.stddev * z)
+    z, v = draw_noise(base, shape, generator, base.mean.device, base.mean.dtype)
+    return dist.transform.inv(base_draw(base, z, v))
 
 
 def leads_for(max_lead: int) -> list[int]:

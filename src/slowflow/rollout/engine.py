@@ -19,6 +19,7 @@ import torch
 from ..errors import ConfigError
 from ..io.limits import check_memory
 from ..model.flowmap import FlowMap
+from ..model.score import base_draw, draw_noise
 from ..model.score import sample_with as _sample
 from .starts import check_x0, warn_outside
 
@@ -39,13 +40,15 @@ def _step(model: FlowMap, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor
     n = x.shape[0]
     if x.device.type != "cpu" or n <= _CPU_EVAL_ROWS:
         return _sample(model(x), gen)
-    z = torch.randn((n, model.dim), generator=gen, device=x.device, dtype=x.dtype)
     out = torch.empty((n, model.dim), device=x.device, dtype=x.dtype)
+    z = v = None
     for i in range(0, n, _CPU_EVAL_ROWS):
-        dist = model(x[i : i + _CPU_EVAL_ROWS])
-        base = dist.base
-        out[i : i + _CPU_EVAL_ROWS] = dist.transform.inv(
-            base.mean + base.stddev * z[i : i + _CPU_EVAL_ROWS]
+        rows = slice(i, i + _CPU_EVAL_ROWS)
+        dist = model(x[rows])
+        if z is None:  # the whole batch's noise at once, in the order of sample_with
+            z, v = draw_noise(dist.base, (n, model.dim), gen, x.device, x.dtype)
+        out[rows] = dist.transform.inv(
+            base_draw(dist.base, z[rows], None if v is None else v[rows])
         )
     return out
 

@@ -102,12 +102,49 @@ def history_bank(h: np.ndarray, seed: int) -> np.ndarray:
     return h[np.sort(keep)]
 
 
+#: Training and validation pairs the innovation law is fitted and chosen on at most.
+INNOVATION_TRAIN, INNOVATION_VAL = 300_000, 50_000
+
+
+def innovation_law(model: FlowMap, prep: Prepared, cfg: TrainConfig) -> dict | None:
+    """Choose and store the law of a Gaussian preset's innovation (its config's
+    ``innovation``; :mod:`slowflow.model.innovation`) from the training pairs, judged on
+    the validation pairs. Returns the record (None: nothing to choose)."""
+    from ..model.innovation import choose_law
+
+    want = model.config.innovation
+    if not hasattr(model, "innov_count") or prep.drift_sample is None or want == "gaussian":
+        return None
+    model.set_innovation_law(None)
+    rng = np.random.default_rng([cfg.seed, 31])
+    parts = []
+    for h, x1, cap in (
+        (prep.drift_sample[0], prep.drift_sample[1], INNOVATION_TRAIN),
+        (prep.v0, prep.v1, INNOVATION_VAL),
+    ):
+        keep = rng.choice(h.shape[0], min(cap, h.shape[0]), replace=False)
+        if model.memory == 0 and h.ndim == 3:
+            h = h[:, -1]
+        device = model.x_mean.device
+        ht = torch.as_tensor(h[np.sort(keep)], dtype=torch.float32, device=device)
+        xt = torch.as_tensor(x1[np.sort(keep)], dtype=torch.float32, device=device)
+        parts += [t.double().cpu().numpy() for t in model.innovations(ht, xt)]
+    if min(parts[1].shape[0], parts[3].shape[0]) < 2:
+        return None
+    law, record = choose_law(*parts, seed=cfg.seed, force=want == "empirical")
+    model.set_innovation_law(law)
+    if law is not None:
+        record["law"] = law.summary()
+    return record
+
+
 def closed_form_model(
     model, prep, cfg, preset_name, device, dctx, fits, seconds, stop_flag=None
 ) -> FlowMap:
     """Finish a model whose every stage was fitted in closed form: its validation scores,
     history and meta (no epochs, no checkpoints: a refit takes seconds)."""
     model.eval()
+    innovation = innovation_law(model, prep, cfg)
     tv0 = torch.as_tensor(prep.v0[dctx.rank :: dctx.world], dtype=torch.float32, device=device)
     tv1 = torch.as_tensor(prep.v1[dctx.rank :: dctx.world], dtype=torch.float32, device=device)
     n_val = int(prep.v0.shape[0])
@@ -120,6 +157,8 @@ def closed_form_model(
     for key, fit in zip(("drift_basis", "covariance_basis", "memory_ar"), fits):
         if fit is not None:
             history[key] = fit.summary()
+    if innovation is not None:
+        history["innovation"] = innovation
     stopped = stop_flag is not None and bool(stop_flag())
     history.update(
         initial_val_nll=val,

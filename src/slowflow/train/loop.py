@@ -26,7 +26,13 @@ from ..errors import ConfigError
 from ..model.config import ModelConfig, get_preset
 from ..model.flowmap import FlowMap, build_model
 from .checkpoint import Checkpoint, load_checkpoint, resume_settings, write_checkpoint
-from .closed_form import closed_form_model, fit_closed_form, history_bank, reweight_drift
+from .closed_form import (
+    closed_form_model,
+    fit_closed_form,
+    history_bank,
+    innovation_law,
+    reweight_drift,
+)
 from .config import TrainConfig
 from .distributed import Dist, PairNLL, all_reduce, caller_state, device_for, process_group
 from .prepare import (
@@ -179,6 +185,8 @@ def train(
         prep = _prepare(data, cfg, device, model.memory, dt)
         check_prepared(prep, None, str(data) if isinstance(data, (str, os.PathLike)) else "data")
         model.to(device)
+        if model.empirical_innovation:  # trained with N(0, I); chosen again at the end
+            model.set_innovation_law(None)
         preset = (getattr(model, "meta", None) or {}).get("preset", "custom")
         run = _Run.start(model, prep, cfg, dctx, device, preset, model.config.basis_degree)
         run.initial_is_fitted = True
@@ -523,6 +531,9 @@ def _finish(run: _Run, stop_reason: str) -> FlowMap:
     model, history, cfg = run.model, run.history, run.cfg
     model.load_state_dict(run.best_state)
     model.eval()
+    innovation = innovation_law(model, run.prep, cfg)
+    if innovation is not None:
+        history["innovation"] = innovation
     if run.lead and cfg.kstep_every:
         history["kstep"] = kstep(model, run.prep, cfg)
     seconds = run.elapsed()
