@@ -504,7 +504,7 @@ class FlowMap(nn.Module):
                 self.innov_bank,
                 self.innov_count,
                 self.innov_bw,
-                c[..., : self.n_coords],
+                c[..., : self.innov_centers.shape[-1]],
             )
             return zuko.distributions.NormalizingFlow(outer.inv, base)
         if self.flow is None or self.gaussian_only:
