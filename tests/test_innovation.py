@@ -142,3 +142,15 @@ def test_the_gaussian_can_be_asked_for_and_flows_refuse_the_empirical_law():
         ModelConfig(flow="coupling", innovation="empirical")
     with pytest.raises(ConfigError, match="innovation must be one of"):
         ModelConfig(innovation="kde")
+
+
+def test_an_innovation_beyond_the_stored_ones_costs_at_most_the_gaussian_share():
+    """The law keeps a 2 % share of N(0, I): at u = 8, far beyond 1,000 stored standard
+    normal draws, its log-density is within log(1 / 0.02) of the Gaussian's (a kernel
+    mixture alone would be ~(8 - 3.5)^2 / (2 h^2), hundreds of nats, below)."""
+    from slowflow.model.innovation import DEFENSIVE, _gain
+
+    rng = np.random.default_rng(5)
+    law = fit_law(rng.standard_normal((1000, 1)), rng.standard_normal((1000, 1)), 1, seed=0)
+    gain = _gain(law, np.zeros((1, 1)), np.array([[8.0]]))[0]
+    assert np.log(DEFENSIVE) - 1e-9 <= gain < 0

@@ -15,8 +15,12 @@ x_n, and it cannot move the step's mean or covariance:
   mean and covariance, so every cell's law has mean 0 and covariance I exactly, and the
   drift and the covariance stay the least-squares ones;
 * a draw is a random innovation of x_n's cell plus a Gaussian kernel of bandwidth h (a
-  smoothed bootstrap, shrunk by sqrt(1 + h^2) to keep the covariance I);
-* its density is that kernel mixture, so the one-step likelihood stays defined.
+  smoothed bootstrap, shrunk by sqrt(1 + h^2) to keep the covariance I), and with
+  probability ``DEFENSIVE`` a draw of N(0, I) instead. That share bounds the density
+  from below by 2 % of the Gaussian's, so a held-out innovation beyond the stored ones
+  (a tail the bank did not sample) costs at most log 50 nats, not (u / h)^2 / 2; both parts
+  have mean 0 and covariance I, so the mixture has them too;
+* its density is that mixture, so the one-step likelihood stays defined.
 
 :func:`choose_law` picks M on the validation bursts' innovations. It tries M in ``CELLS``
 (cells of at least ``MIN_CELL`` innovations) and measures each one's held-out log-likelihood
@@ -49,6 +53,8 @@ BANK_PER_CELL = 2000
 #: while on ex4.1 the gain is 0.3 nats and W1/floor falls from 3.8 to 1.6.
 Z_ACCEPT = 3.0
 MIN_GAIN = 0.01
+#: Share of N(0, I) in the law (a defensive mixture: bounded tails, mean and covariance kept).
+DEFENSIVE = 0.02
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class InnovationLaw:
             "cells": self.n_cells,
             "innovations_per_cell": [int(c) for c in self.count],
             "bandwidth": [float(h) for h in self.bandwidth],
+            "gaussian_share": DEFENSIVE,
         }
 
 
@@ -137,7 +144,8 @@ def fit_law(c: np.ndarray, u: np.ndarray, m: int, seed: int) -> InnovationLaw:
 
 
 def _log_density(bank: Tensor, count: Tensor, bw: Tensor, cell: Tensor, u: Tensor) -> Tensor:
-    """log of the kernel mixture of ``cell``'s innovations at u (n, d), per point."""
+    """log-density of the law of ``cell`` at u (n, d), per point: the kernel mixture of the
+    cell's innovations, with the share ``DEFENSIVE`` of N(0, I)."""
     d = u.shape[-1]
     out = torch.empty(u.shape[0], dtype=u.dtype, device=u.device)
     for j in torch.unique(cell).tolist():
@@ -150,7 +158,8 @@ def _log_density(bank: Tensor, count: Tensor, bw: Tensor, cell: Tensor, u: Tenso
             r = rows[i : i + 4096]
             sq = torch.cdist(u[r], pts) ** 2
             out[r] = torch.logsumexp(-0.5 * sq / h**2, -1) - const
-    return out
+    gauss = -0.5 * (u**2).sum(-1) - 0.5 * d * math.log(2 * math.pi)
+    return torch.logaddexp(out + math.log1p(-DEFENSIVE), gauss + math.log(DEFENSIVE))
 
 
 class EmpiricalInnovation(Distribution):
@@ -178,11 +187,14 @@ class EmpiricalInnovation(Distribution):
         return self.bank.new_ones(self.batch_shape + self.event_shape)
 
     def draw(self, z: Tensor, v: Tensor) -> Tensor:
-        """Draws from normals z (batch, d) and uniforms v (batch,) in [0, 1)."""
+        """Draws from normals z (batch, d) and uniforms v (batch,) in [0, 1): v below
+        ``DEFENSIVE`` draws N(0, I) (z itself), above it picks the stored innovation."""
         n = self.count[self.cell]
-        idx = torch.minimum((v * n).long(), n - 1)
+        pick = (v - DEFENSIVE).clamp_min(0.0) / (1.0 - DEFENSIVE)
+        idx = torch.minimum((pick * n).long(), n - 1)
         h = self.bw[self.cell].unsqueeze(-1).to(z.dtype)
-        return (self.bank[self.cell, idx].to(z.dtype) + h * z) / torch.sqrt(1.0 + h**2)
+        boot = (self.bank[self.cell, idx].to(z.dtype) + h * z) / torch.sqrt(1.0 + h**2)
+        return torch.where((v < DEFENSIVE).unsqueeze(-1), z, boot)
 
     @torch.no_grad()
     def sample(self, sample_shape=()) -> Tensor:
