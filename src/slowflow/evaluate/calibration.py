@@ -192,6 +192,44 @@ def _scores(samples: np.ndarray, obs: np.ndarray, rng, periods=None) -> tuple:
     return crps, energy, disp, bias, counts
 
 
+def _kernel_sampler(kernel, data: Trajectories) -> tuple:
+    """The kernel's sampler and the data's periodic ranges, after checking that the kernel
+    fits the held-out data (dimension, step, periods)."""
+    sampler = (
+        kernel if callable(kernel) and not hasattr(kernel, "config") else model_sampler(kernel)
+    )
+    if hasattr(kernel, "dim") and kernel.dim != data.dim:
+        raise DataError(
+            f"held-out data have d={data.dim} slow variables but the model has d={kernel.dim}"
+        )
+    if hasattr(kernel, "dt") and not math.isclose(float(kernel.dt), data.dt, rel_tol=1e-6):
+        raise DataError(
+            f"held-out data have step dt={data.dt:g} but the model was trained at "
+            f"dt={float(kernel.dt):g}"
+        )
+    periods = periodic_ranges(data)
+    if hasattr(kernel, "periodic"):
+        check_model_periods(kernel, periods, "held-out data")
+    return sampler, periods
+
+
+def _verdict(disp: np.ndarray, bias: np.ndarray, n: int) -> list[str]:
+    """Reasons to flag: PIT dispersion or bias (leads x d) outside its band by more than
+    N_SE standard errors of n uniform values."""
+    # SE of 12 Var(U) for n uniform values: 12 sqrt((1/80 - 1/144) / n) = 0.894 / sqrt(n)
+    se_disp = 12.0 * math.sqrt((1.0 / 80.0 - 1.0 / 144.0) / n)
+    se_bias = math.sqrt(1.0 / 12.0 / n)
+    reasons = []
+    for k, i in np.ndindex(*disp.shape):
+        dv, bv = disp[k, i], bias[k, i]
+        if (dv > D_HIGH or dv < D_LOW) and abs(dv - 1.0) > N_SE * se_disp:
+            kind = "too narrow (under-dispersed)" if dv > 1 else "too wide (over-dispersed)"
+            reasons.append(f"x{i + 1} lead {k + 1}: ensemble {kind}, 12Var(PIT)={dv:.3f}")
+        if abs(bv) > BIAS_MAX and abs(bv) > N_SE * se_bias:
+            reasons.append(f"x{i + 1} lead {k + 1}: biased, mean PIT {0.5 + bv:.3f}")
+    return reasons
+
+
 def check_calibration(
     kernel,
     data: Trajectories,
@@ -214,22 +252,8 @@ def check_calibration(
     """
     if int(max_lead) < 1 or int(n_starts) < 10 or int(n_members) < 2:
         raise ConfigError("need max_lead >= 1, n_starts >= 10 and n_members >= 2")
-    sampler = (
-        kernel if callable(kernel) and not hasattr(kernel, "config") else model_sampler(kernel)
-    )
-    if hasattr(kernel, "dim") and kernel.dim != data.dim:
-        raise DataError(
-            f"held-out data have d={data.dim} slow variables but the model has d={kernel.dim}"
-        )
-    if hasattr(kernel, "dt") and not math.isclose(float(kernel.dt), data.dt, rel_tol=1e-6):
-        raise DataError(
-            f"held-out data have step dt={data.dt:g} but the model was trained at "
-            f"dt={float(kernel.dt):g}"
-        )
+    sampler, periods = _kernel_sampler(kernel, data)
     memory = int(getattr(kernel, "memory", 0))
-    periods = periodic_ranges(data)
-    if hasattr(kernel, "periodic"):
-        check_model_periods(kernel, periods, "held-out data")
     max_lead = int(min(max_lead, int(data.lengths.max()) - 1 - memory))
     from ..io.limits import check_memory
 
@@ -265,18 +289,7 @@ def check_calibration(
     if reference is not None:
         rc, re, rd, _, _ = run(reference, seed + 100, points)  # Markov: x_n only
         result.crps_reference, result.energy_reference, result.pit_dispersion_reference = rc, re, rd
-    # SE of 12 Var(U) for n uniform values: 12 sqrt((1/80 - 1/144) / n) = 0.894 / sqrt(n)
-    se_disp = 12.0 * math.sqrt((1.0 / 80.0 - 1.0 / 144.0) / n)
-    se_bias = math.sqrt(1.0 / 12.0 / n)
-    reasons = []
-    for k in range(max_lead):
-        for i in range(d):
-            dv, bv = disp[k, i], bias[k, i]
-            if (dv > D_HIGH or dv < D_LOW) and abs(dv - 1.0) > N_SE * se_disp:
-                kind = "too narrow (under-dispersed)" if dv > 1 else "too wide (over-dispersed)"
-                reasons.append(f"x{i + 1} lead {k + 1}: ensemble {kind}, 12Var(PIT)={dv:.3f}")
-            if abs(bv) > BIAS_MAX and abs(bv) > N_SE * se_bias:
-                reasons.append(f"x{i + 1} lead {k + 1}: biased, mean PIT {0.5 + bv:.3f}")
+    reasons = _verdict(disp, bias, n)
     result.reasons = reasons[:6] + ([f"... {len(reasons) - 6} more"] if len(reasons) > 6 else [])
     result.calibrated = not reasons
     return result

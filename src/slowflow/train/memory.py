@@ -248,6 +248,43 @@ def _entry(key, err, zval, kept) -> dict:
     }
 
 
+def _inputs(data, model_config, dt):
+    """The bursts (loaded and checked) and the target model config."""
+    source = "the data" if isinstance(data, Trajectories) else str(data)
+    if not isinstance(data, Trajectories):
+        data = load_trajectories(data, dt=dt)
+    _check_values(data, source)
+    if isinstance(model_config, str) or model_config is None:
+        target = get_preset(model_config)
+    else:
+        target = model_config
+    return data, target
+
+
+def _select(train, target, seed, max_memory, max_skip, skip_first, z):
+    """Choose skip-first (transient test) and K (held-out screen) on the training bursts."""
+    # short bursts: fewer candidates (each needs a window, a target and a scored target)
+    room = int(train.lengths.max()) - 3
+    if room < 1:
+        raise MemoryAutoUnavailable(
+            f"--memory auto needs bursts of at least 4 observations, the longest has "
+            f"{int(train.lengths.max())}; give a fixed --memory K"
+        )
+    if skip_first is None:
+        transient = transient_length(train, min(int(max_skip), room), seed)
+        skip = transient["skip"]
+    else:
+        transient, skip = {"given": int(skip_first)}, int(skip_first)
+    max_memory = max(0, min(int(max_memory), room - skip))
+    noise = replace(target, memory=1).uses_basis_scale
+    kind = _NoiseScreen if noise else _Screen
+    if z is None:
+        z = Z_ACCEPT_NOISE if noise else Z_ACCEPT
+    screen = kind(_screen_data(train, seed), max_memory, skip, seed)
+    k, record = _search(screen, max_memory, skip, z)
+    return k, skip, record, transient, z, screen
+
+
 def fit_memory_auto(
     data,
     model_config: ModelConfig | str | None = None,
@@ -298,34 +335,11 @@ def fit_memory_auto(
     extra = {k: v for k, v in fit_kwargs.items() if k not in fields}
     if cfg.stream:
         raise MemoryAutoUnavailable("--memory auto cannot stream the data; give a fixed --memory K")
-    source = "the data" if isinstance(data, Trajectories) else str(data)
-    if not isinstance(data, Trajectories):
-        data = load_trajectories(data, dt=dt)
-    _check_values(data, source)
-    if isinstance(model_config, str) or model_config is None:
-        target = get_preset(model_config)
-    else:
-        target = model_config
+    data, target = _inputs(data, model_config, dt)
     train, _ = split_by_trajectory(data, cfg.val_fraction, seed=cfg.seed)
-    # short bursts: fewer candidates (each needs a window, a target and a scored target)
-    room = int(train.lengths.max()) - 3
-    if room < 1:
-        raise MemoryAutoUnavailable(
-            f"--memory auto needs bursts of at least 4 observations, the longest has "
-            f"{int(train.lengths.max())}; give a fixed --memory K"
-        )
-    if skip_first is None:
-        transient = transient_length(train, min(int(max_skip), room), cfg.seed)
-        skip = transient["skip"]
-    else:
-        transient, skip = {"given": int(skip_first)}, int(skip_first)
-    max_memory = max(0, min(int(max_memory), room - skip))
-    noise = replace(target, memory=1).uses_basis_scale
-    kind = _NoiseScreen if noise else _Screen
-    if z is None:
-        z = Z_ACCEPT_NOISE if noise else Z_ACCEPT
-    screen = kind(_screen_data(train, cfg.seed), max_memory, skip, cfg.seed)
-    k, record = _search(screen, max_memory, skip, z)
+    k, skip, record, transient, z, screen = _select(
+        train, target, cfg.seed, max_memory, max_skip, skip_first, z
+    )
     # the preset's name (when one was given) stays in the model's meta
     given = model_config if isinstance(model_config, str) else target
     model = fit(data, given, replace(cfg, skip_first=skip), memory=k, progress=progress, **extra)
