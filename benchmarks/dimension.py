@@ -205,9 +205,12 @@ def main() -> None:
 def _figure(rows: list[dict], out, name: str) -> None:
     from pathlib import Path
 
-    from slowflow.evaluate.plots import plt, save_figure
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    from slowflow.evaluate.plots import save_figure
+
+    fig = Figure(figsize=(15, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
     for k, n_fast in enumerate(sorted({r["n_fast"] for r in rows})):
         sub = sorted((r for r in rows if r["n_fast"] == n_fast), key=lambda r: r["ell"])
         ell = [r["ell"] for r in sub]
@@ -238,7 +241,6 @@ def _figure(rows: list[dict], out, name: str) -> None:
         ax.minorticks_off()
         ax.set_xlabel("slow variables ell")
         ax.legend(fontsize=7)
-    fig.tight_layout()
     save_figure(fig, Path(out or RESULTS) / f"{name}.png")
 
 

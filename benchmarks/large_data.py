@@ -133,12 +133,10 @@ def main() -> None:
     payload = {"machine": machine(), "settings": vars(args), "results": rows}
     out = write_json("large_data", payload, args.out)
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+        fig = Figure(figsize=(9, 3.5), layout="constrained")
+        ax = fig.subplots(1, 2)
         for mode, marker in (("stream", "o"), ("memory", "s")):
             sel = [r for r in rows if r["mode"] == mode]
             if not sel:
@@ -150,7 +148,6 @@ def main() -> None:
         ax[0].set(xscale="log", xlabel="training pairs", ylabel="peak resident memory (GiB)")
         ax[1].set(xscale="log", xlabel="training pairs", ylabel="training pairs / s")
         ax[0].legend()
-        fig.tight_layout()
         fig.savefig(Path(out).with_suffix(".png"), dpi=120)
     except ImportError:
         pass

@@ -96,10 +96,13 @@ def main() -> None:
 def _figure(rows, out) -> None:
     from pathlib import Path
 
-    from slowflow.evaluate.plots import plt, save_figure
+    from matplotlib.figure import Figure
+
+    from slowflow.evaluate.plots import save_figure
 
     exs = sorted({r["example"] for r in rows})
-    fig, axes = plt.subplots(1, len(exs), figsize=(5.5 * len(exs), 3.8), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(exs), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(exs), squeeze=False)
     for ax, ex in zip(axes[0], exs):
         sub = [r for r in rows if r["example"] == ex]
         x = np.arange(len(sub))
@@ -108,7 +111,6 @@ def _figure(rows, out) -> None:
         ax.set_xticks(x, [r["preset"] for r in sub])
         ax.set_ylabel("worst component W1/floor (1 = noise floor)")
         ax.set_title(f"{ex}: equal training time")
-    fig.tight_layout()
     save_figure(fig, Path(out or RESULTS) / "presets.png")
 
 

@@ -69,18 +69,22 @@ def _point(system, dt_obs, args, noise=0.0, km=False, tag=""):
     tcfg = TrainConfig(epochs=1000, patience=1000, max_minutes=args.minutes, seed=args.seed)
     kernels = []
     # default: as `slowflow fit` (memory K chosen from the data); markov: K = 0
-    for name, model in (
-        ("default", fit_memory_auto(train, None, tcfg, progress=False)),
-        ("markov", fit(train, None, tcfg, memory=0, progress=False)),
+    for name, fitter in (
+        ("default", lambda: fit_memory_auto(train, None, tcfg, progress=False)),
+        ("markov", lambda: fit(train, None, tcfg, memory=0, progress=False)),
     ):
+        t_fit = time.perf_counter()
+        model = fitter()
+        t_fit = time.perf_counter() - t_fit
         pred = predict(model, np.asarray(system.x0), n_steps, args.n_ref, seed=5, progress=False)
-        kernels.append((name, pred, model))
+        kernels.append((name, pred, model, t_fit))
     if km:
+        t_fit = time.perf_counter()
         est = fit_kramers_moyal(train)
-        kernels.append(
-            ("km", est.simulate(np.asarray(system.x0), n_steps, args.n_ref, seed=5), est.sampler())
-        )
-    for name, p, kernel in kernels:
+        t_fit = time.perf_counter() - t_fit
+        pred = est.simulate(np.asarray(system.x0), n_steps, args.n_ref, seed=5)
+        kernels.append(("km", pred, est.sampler(), t_fit))
+    for name, p, kernel, t_fit in kernels:
         rep = metrics.w1_report(p, ref_a, ref_b, dt_obs)
         cal = calibration.check_calibration(
             kernel, held, max_lead=10, n_starts=1000, n_members=50, seed=args.seed
@@ -98,13 +102,14 @@ def _point(system, dt_obs, args, noise=0.0, km=False, tag=""):
             "calibrated": cal.calibrated,
             "pit_dispersion_max_lead": float(cal.pit_dispersion[-1, 0]),
             "simulate_seconds": sim_s,
+            "fit_seconds": t_fit,
         }
         out.append(row)
         print(
             f"{tag:5s} {system.name:12s} eps={row['eps']:.4g} dt={dt_obs:g} noise={noise:.0%} "
             f"{name:8s} K={row['memory']} W1/floor {row['w1_ratio'][0]:.2f} "
             f"calibrated {cal.calibrated} "
-            f"(12Var(PIT) at lead 10: {row['pit_dispersion_max_lead']:.2f})",
+            f"(12Var(PIT) at lead 10: {row['pit_dispersion_max_lead']:.2f}), fit {t_fit:.1f} s",
             flush=True,
         )
     return out
@@ -144,9 +149,12 @@ def main() -> None:
 def _figure(rows, out) -> None:
     from pathlib import Path
 
-    from slowflow.evaluate.plots import plt, save_figure
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    from slowflow.evaluate.plots import save_figure
+
+    fig = Figure(figsize=(16, 4.2), layout="constrained")
+    axes = fig.subplots(1, 3)
     for (name, marker), (model, ls) in itertools.product(
         (("skew_product", "o"), ("exp_ou", "s")), (("default", "-"), ("markov", "--"))
     ):
@@ -197,7 +205,6 @@ def _figure(rows, out) -> None:
         ax.axhline(2, color="k", lw=0.8, ls=":")
     axes[0].legend()
     axes[2].legend(fontsize=8)
-    fig.tight_layout()
     save_figure(fig, Path(out or RESULTS) / "sweep.png")
 
 
