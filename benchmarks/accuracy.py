@@ -250,6 +250,8 @@ def main() -> None:
                     + f"  train s {e.get('train_seconds') or 0:.0f}",
                     flush=True,
                 )
+            for m, why in res.get("skipped", {}).items():
+                print(f"seed {seed} {ex:8s} {m:9s} {why}", flush=True)
     rows = _rows(per_seed, seeds)
     out = Path(args.out) if args.out else RESULTS
     payload = {

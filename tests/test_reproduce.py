@@ -135,3 +135,20 @@ def test_exact_row_is_a_third_independent_reference(tmp_path):
     ratio = res["models"]["exact"]["w1"]["ratio_time_avg"][0]
     assert 1 / 3 < ratio < 3 and ratio != 1.0
     assert "`exact`: a third independent ensemble" in (tmp_path / "triad" / "report.md").read_text()
+
+
+def test_baseline_beyond_its_dimension_is_reported_as_skipped(tmp_path):
+    """Kramers-Moyal is not run in d = 3; the run says so (log, metrics and report) instead
+    of silently dropping the row, and the other models still run."""
+    from slowflow.reproduce import ReproduceConfig, reproduce_example
+    from slowflow.systems.ring import make_ring
+
+    cfg = ReproduceConfig(
+        n_train_traj=50, n_ref=200, n_pred=200, n_heldout=20, horizon=0.5, models=("km", "exact")
+    )
+    res = reproduce_example(make_ring(3, 30), tmp_path, cfg)
+    assert "km" not in res["models"] and "exact" in res["models"]
+    assert res["skipped"]["km"].startswith("skipped: d = 3 > 2")
+    folder = tmp_path / res["system"]
+    assert json.loads((folder / "metrics.json").read_text())["skipped"] == res["skipped"]
+    assert "`km` was not run: d = 3 > 2" in (folder / "report.md").read_text()

@@ -132,11 +132,11 @@ def _system_data(system: System, cfg: ReproduceConfig, folder: Path) -> dict:
 
 
 def _averaged_stage(system: System, cfg: ReproduceConfig, folder: Path, t_end: float):
-    """The ensemble of the system's averaged equation (cached), or None without one."""
+    """The ensemble of the system's averaged equation (cached), or (None, why) without one."""
     from .simulate import simulate_ensemble
 
     if system.averaged is None:
-        return None, None
+        return None, "skipped: the system has no averaged equation"
     k = cfg.key("seed", "n_pred")
     pred = _cached(
         folder / f"pred_averaged_T{t_end:g}_{k}.npz",
@@ -256,16 +256,26 @@ def _model_stage(name: str, system: System, cfg: ReproduceConfig, data: dict, fo
     return pred.x, info
 
 
+#: The largest slow dimension each classical baseline is run on, and why.
+BASELINE_MAX_DIM = {
+    "km": (2, "its binned estimator needs a grid of bins in every dimension"),
+    "sfi": (3, "its memory grows like d^2 times the number of cubic monomials"),
+}
+
+
 def _fit_baseline(name: str, system: System, train: Trajectories):
-    """The Kramers-Moyal (``km``, d <= 2) or force-inference (``sfi``, d <= 3: its memory
-    grows like d^2 times the number of cubic monomials) estimator, or None."""
+    """The Kramers-Moyal (``km``) or force-inference (``sfi``) estimator, or the reason
+    (a string) why it is not run on this system's dimension."""
+    max_dim, why = BASELINE_MAX_DIM[name]
+    if system.slow_dim > max_dim:
+        return f"skipped: d = {system.slow_dim} > {max_dim} ({why})"
     if name == "km":
         from .baselines import fit_kramers_moyal
 
-        return None if system.slow_dim > 2 else fit_kramers_moyal(train)
+        return fit_kramers_moyal(train)
     from .baselines import fit_force_inference
 
-    return None if system.slow_dim > 3 else fit_force_inference(train)
+    return fit_force_inference(train)
 
 
 #: Held-out scores use targets from this observation of each burst on, so that maps of any
@@ -294,8 +304,8 @@ def _baseline_stage(name, system, cfg, data, folder, t_end, n_steps, info):
     """Fit a classical estimator (``km`` or ``sfi``) and roll it out by Euler-Maruyama."""
     t0 = time.perf_counter()
     est = _fit_baseline(name, system, data["train"])
-    if est is None:
-        return None, None
+    if isinstance(est, str):
+        return None, est
     info["train_seconds"] = time.perf_counter() - t0
     info["heldout_nll"] = _baseline_nll(est, data["heldout"])
     k = cfg.key("seed", "n_train_traj", "n_pred")
@@ -387,6 +397,7 @@ def _header(system: System, cfg: ReproduceConfig) -> dict:
         "config": asdict(cfg),
         "slowflow_version": __version__,
         "models": {},
+        "skipped": {},
     }
 
 
@@ -413,6 +424,8 @@ def reproduce_example(
     for name in cfg.models:
         pred, info = _model_stage(name, system, cfg, data, folder)
         if pred is None:
+            results["skipped"][name] = info
+            _log(f"{name}: {info}")
             continue
         ev = evaluate_ensembles(pred, ref_a, ref_b, dt, times)
         model = info.pop("model_obj", None)
@@ -494,6 +507,8 @@ def write_report(results: dict, path: Path) -> None:
         "relative errors of the std are time-averaged.\n",
         TABLE_HEAD + table_rows(results),
     ]
+    for name, why in results.get("skipped", {}).items():
+        lines.append(f"`{name}` was not run: {why.removeprefix('skipped: ')}.\n")
     for name, e in results["models"].items():
         if "calibration_summary" in e:
             lines.append(

@@ -60,6 +60,27 @@ def state_to_cpu(state: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
+def _settings(model_config, train_config, overrides, memory, resume_path):
+    """The model and training configs, the preset's name and the checkpoint to resume (or
+    None): from a preset name or config, the overrides and, when resuming, the checkpoint."""
+    requested_model = model_config
+    if isinstance(model_config, str) or model_config is None:
+        preset_name = model_config or "default"
+        model_config = get_preset(model_config)
+    else:
+        preset_name = "custom"
+    if memory is not None:
+        model_config = replace(model_config, memory=int(memory))
+    cfg = replace(train_config or TrainConfig(), **overrides)
+    resume_state = None
+    if resume_path is not None:
+        resume_state = load_checkpoint(resume_path)
+        model_config, cfg, preset_name = resume_settings(
+            resume_state, requested_model, train_config, overrides, cfg, memory
+        )
+    return model_config, cfg, preset_name, resume_state
+
+
 def fit(
     data,
     model_config: ModelConfig | str | None = None,
@@ -111,21 +132,10 @@ def fit(
     :class:`~torch.nn.parallel.DistributedDataParallel` replica on its share of every batch
     (``batch_size`` stays the global batch), and rank 0 alone writes checkpoints.
     """
-    requested_model = model_config
-    if isinstance(model_config, str) or model_config is None:
-        preset_name = model_config or "default"
-        model_config = get_preset(model_config)
-    else:
-        preset_name = "custom"
-    if memory is not None:
-        model_config = replace(model_config, memory=int(memory))
-    cfg = replace(train_config or TrainConfig(), **overrides)
-    resume_state = None
-    if resume:
-        resume_state = load_checkpoint(Path(checkpoint if resume is True else resume))
-        model_config, cfg, preset_name = resume_settings(
-            resume_state, requested_model, train_config, overrides, cfg, memory
-        )
+    resume_path = None if not resume else Path(checkpoint if resume is True else resume)
+    model_config, cfg, preset_name, resume_state = _settings(
+        model_config, train_config, overrides, memory, resume_path
+    )
     with caller_state(cfg), process_group(cfg) as dctx:
         device = device_for(cfg, dctx)
         if dctx.world > cfg.batch_size:
