@@ -14,7 +14,10 @@ at K = 0 (``markov``), the Kramers-Moyal baseline for the noise study. The Euler
 refined with eps so the fast variables stay resolved (dt <= eps_fast / 20).
 
 Usage: ``python benchmarks/sweep.py [--minutes 0.5] [--n-traj 4000] [--n-ref 4000]
-[--only eps,dt,noise]``. Writes ``benchmarks/results/sweep.json`` and ``sweep.png``.
+[--only eps,dt,noise] [--seed 0] [--out DIR]``. Writes ``benchmarks/results/sweep.json`` and
+``sweep.png``. Runs with several ``--seed`` values (each its own ``--out``) are combined by
+``python benchmarks/sweep.py --collect A/sweep.json,B/sweep.json,...``: medians and ranges
+(``sweep_seeds.json``, ``sweep.png``) and a markdown table.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ import argparse
 import itertools
 import math
 import time
+from pathlib import Path
 
 import numpy as np
-import torch
 
 from _common import RESULTS, machine, write_json
 from slowflow.baselines import fit_kramers_moyal
@@ -101,6 +104,7 @@ def _point(system, dt_obs, args, noise=0.0, km=False, tag=""):
             "w1_ratio": [float(v) for v in rep["ratio_time_avg"]],
             "calibrated": cal.calibrated,
             "pit_dispersion_max_lead": float(cal.pit_dispersion[-1, 0]),
+            "seed": args.seed,
             "simulate_seconds": sim_s,
             "fit_seconds": t_fit,
         }
@@ -123,8 +127,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="eps,dt,noise")
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--collect",
+        default=None,
+        help="comma-separated sweep.json files of runs with other --seed values: write their "
+        "medians (sweep_seeds.json, sweep.png) and print the table; computes nothing",
+    )
     args = ap.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    if args.collect:
+        _collect(args.collect.split(","), args.out)
+        return
     rows = []
     only = args.only.split(",")
     if "eps" in only:
@@ -146,23 +158,64 @@ def main() -> None:
     _figure(rows, args.out)
 
 
-def _figure(rows, out) -> None:
-    from pathlib import Path
+def _collect(paths: list[str], out) -> None:
+    """Medians over the runs of each point and model: W1/floor (with the range), the
+    calibration verdicts, the memory chosen, and the fit's seconds."""
+    import json
+    import statistics
 
-    from matplotlib.figure import Figure
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    groups: dict = {}
+    for run in runs:
+        for r in run["rows"]:
+            key = (r["study"], r["system"], r["eps"], r["dt"], r["noise"], r["model"])
+            groups.setdefault(key, []).append(r)
+    merged = []
+    for (study, system, eps, dt, noise, model), rs in groups.items():
+        w1 = [r["w1_ratio"][0] for r in rs]
+        merged.append({
+            "study": study, "system": system, "eps": eps, "dt": dt, "noise": noise,
+            "model": model, "seeds": [r.get("seed") for r in rs], "w1_runs": w1,
+            "w1_ratio": [statistics.median(w1)], "w1_range": [min(w1), max(w1)],
+            "calibrated_runs": [r["calibrated"] for r in rs],
+            "calibrated": all(r["calibrated"] for r in rs),
+            "memory_runs": [r["memory"] for r in rs],
+            "fit_seconds_runs": [r["fit_seconds"] for r in rs],
+        })  # fmt: skip
+    payload = {"machine": machine(), "sources": paths, "rows": merged}
+    print("wrote", write_json("sweep_seeds", payload, out))
+    _figure(merged, out)
+    print(_table(merged))
 
-    from slowflow.evaluate.plots import save_figure
 
-    fig = Figure(figsize=(16, 4.2), layout="constrained")
-    axes = fig.subplots(1, 3)
+def _table(rows: list[dict]) -> str:
+    """Markdown: per point, each model's median W1/floor (range), verdicts, K and fit s."""
+    import statistics
+
+    out = [
+        "| study | system | eps | Delta | noise | model | W1/floor median (range) | calibrated |"
+        " K chosen | fit s (median) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lo, hi = r["w1_range"]
+        cal = f"{sum(r['calibrated_runs'])}/{len(r['calibrated_runs'])}"
+        ks = ", ".join(str(k) for k in r["memory_runs"])
+        out.append(
+            f"| {r['study']} | {r['system']} | {r['eps']:g} | {r['dt']:g} | {r['noise']:.0%} | "
+            f"{r['model']} | {r['w1_ratio'][0]:.2f} ({lo:.2f}-{hi:.2f}) | {cal} | {ks} | "
+            f"{statistics.median(r['fit_seconds_runs']):.1f} |"
+        )
+    return "\n".join(out)
+
+
+def _eps_panel(ax, rows) -> None:
     for (name, marker), (model, ls) in itertools.product(
         (("skew_product", "o"), ("exp_ou", "s")), (("default", "-"), ("markov", "--"))
     ):
-        sub = [
-            r for r in rows if r["study"] == "eps" and r["system"] == name and r["model"] == model
-        ]
+        sub = [r for r in rows if r["system"] == name and r["model"] == model]
         if sub:
-            axes[0].loglog(
+            ax.loglog(
                 [r["eps"] for r in sub],
                 [r["w1_ratio"][0] for r in sub],
                 marker=marker,
@@ -171,40 +224,59 @@ def _figure(rows, out) -> None:
             )
             for r in sub:
                 if not r["calibrated"]:
-                    axes[0].plot(r["eps"], r["w1_ratio"][0], "x", color="k", ms=10)
-    axes[0].set_xlabel("eps")
-    axes[0].set_title("eps sweep (x: calibration check flags)")
-    sub = [r for r in rows if r["study"] == "dt" and r["model"] == "default"]
-    if sub:
-        axes[1].semilogx([r["dt"] for r in sub], [r["w1_ratio"][0] for r in sub], marker="o")
-        for r in sub:
-            if not r["calibrated"]:
-                axes[1].plot(r["dt"], r["w1_ratio"][0], "x", color="k", ms=10)
-    axes[1].set_xlabel("observation step Delta")
-    axes[1].set_title("Delta sweep, skew_product (x: flagged)")
+                    ax.plot(r["eps"], r["w1_ratio"][0], "x", color="k", ms=10)
+    ax.axvline(0.01, color="grey", lw=0.8, ls="-.")  # eps = Delta
+    ax.set_xlabel("eps (dash-dot: eps = Delta)")
+    ax.set_title("eps sweep (x: calibration check flags)")
+    ax.legend(fontsize=8)
+
+
+def _dt_panel(ax, rows) -> None:
+    for model, ls in (("default", "-"), ("markov", "--")):
+        sub = [r for r in rows if r["model"] == model]
+        if sub:
+            ax.semilogx([r["dt"] for r in sub], [r["w1_ratio"][0] for r in sub], "o", ls=ls,
+                        label=model)  # fmt: skip
+            for r in sub:
+                if not r["calibrated"]:
+                    ax.plot(r["dt"], r["w1_ratio"][0], "x", color="k", ms=10)
+    ax.set_xlabel("observation step Delta")
+    ax.set_title("Delta sweep, skew_product (x: flagged)")
+    ax.legend(fontsize=8)
+
+
+def _noise_panel(ax, rows) -> None:
     for name in ("skew_product", "triad"):
         for model, ls in (("default", "-"), ("markov", "-."), ("km", "--")):
-            sub = [
-                r
-                for r in rows
-                if r["study"] == "noise" and r["system"] == name and r["model"] == model
-            ]
+            sub = [r for r in rows if r["system"] == name and r["model"] == model]
             if sub:
-                axes[2].plot(
-                    [100 * r["noise"] for r in sub],
-                    [r["w1_ratio"][0] for r in sub],
-                    ls=ls,
-                    marker="o",
-                    label=f"{name} {model}",
-                )
-    axes[2].set_xlabel("measurement noise (% of the slow variable's std)")
-    axes[2].set_title("noisy training data")
-    for ax in axes:
+                ax.plot([100 * r["noise"] for r in sub], [r["w1_ratio"][0] for r in sub],
+                        ls=ls, marker="o", label=f"{name} {model}")  # fmt: skip
+    ax.set_xlabel("measurement noise (% of the slow variable's std)")
+    ax.set_title("noisy training data")
+    ax.legend(fontsize=8)
+
+
+def _figure(rows, out) -> None:
+    """One panel per study that was run: W1/floor of x against the swept setting."""
+    from matplotlib.figure import Figure
+
+    from slowflow.evaluate.plots import save_figure
+
+    panels = [
+        (study, draw)
+        for study, draw in (("eps", _eps_panel), ("dt", _dt_panel), ("noise", _noise_panel))
+        if any(r["study"] == study for r in rows)
+    ]
+    if not panels:
+        return
+    fig = Figure(figsize=(5.4 * len(panels), 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (study, draw) in zip(axes, panels, strict=True):
+        draw(ax, [r for r in rows if r["study"] == study])
         ax.set_ylabel("W1/floor (time avg)")
         ax.axhline(1, color="k", lw=0.8)
         ax.axhline(2, color="k", lw=0.8, ls=":")
-    axes[0].legend()
-    axes[2].legend(fontsize=8)
     save_figure(fig, Path(out or RESULTS) / "sweep.png")
 
 
