@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark scripts: machine facts and JSON output."""
+"""Shared helpers of the benchmark scripts: machine facts, JSON output, system names."""
 
 from __future__ import annotations
 
@@ -58,3 +58,15 @@ def write_json(name: str, payload: dict, out_dir: str | os.PathLike | None = Non
     path = out / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     return path
+
+
+def benchmark_system(name: str):
+    """A built-in system by name or alias; ``ringN`` is the ring system with ell = N slow and
+    10 N fast variables."""
+    from slowflow.systems import get_system
+    from slowflow.systems.ring import make_ring
+
+    if name.startswith("ring") and name[4:].isdigit():
+        ell = int(name[4:])
+        return make_ring(ell, 10 * ell)
+    return get_system(name)

@@ -42,18 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import RESULTS, machine, write_json
+from _common import RESULTS, benchmark_system, machine, write_json
 from slowflow.reproduce import PAPER_EXAMPLES, ReproduceConfig, reproduce_example
-from slowflow.systems import get_system
-from slowflow.systems.ring import make_ring
-
-
-def _system(name: str):
-    """``ringN`` is the ring system with ell = N slow and 10 N fast variables."""
-    if name.startswith("ring") and name[4:].isdigit():
-        ell = int(name[4:])
-        return make_ring(ell, 10 * ell)
-    return get_system(name)
 
 
 def _rows(per_seed: dict, seeds: list[int]) -> list[dict]:
@@ -104,7 +94,7 @@ def collect(runs: Path, seeds: list[int], examples: list[str]) -> dict:
     per_seed: dict = {s: {} for s in seeds}
     for s in seeds:
         for ex in examples:
-            path = runs / f"seed{s}" / _system(ex).name / "metrics.json"
+            path = runs / f"seed{s}" / benchmark_system(ex).name / "metrics.json"
             if path.exists():
                 per_seed[s][ex] = json.loads(path.read_text())
     return per_seed
@@ -241,7 +231,7 @@ def main() -> None:
                 n_pred=args.n_paths,
                 n_train_traj=args.n_train,
             )
-            res = reproduce_example(_system(ex), Path(args.runs) / f"seed{seed}", cfg)
+            res = reproduce_example(benchmark_system(ex), Path(args.runs) / f"seed{seed}", cfg)
             per_seed[seed][ex] = res
             for m, e in res["models"].items():
                 print(

@@ -34,11 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import RESULTS, machine, write_json
+from _common import RESULTS, benchmark_system, machine, write_json
 from slowflow import fit, fit_memory_auto, load_trajectories, predict, save_trajectories
 from slowflow.evaluate.metrics import w1_report
 from slowflow.simulate import simulate_bursts, simulate_ensemble
-from slowflow.systems import get_system
 from slowflow.train import TrainConfig
 
 BURSTS = 10_000  # the paper's training size, size 1
@@ -201,7 +200,7 @@ def main() -> None:
     t0 = time.perf_counter()
     runs = []
     for ex in args.examples.split(","):
-        system = get_system(ex)
+        system = benchmark_system(ex)
         folder = Path(args.runs) / system.name
         folder.mkdir(parents=True, exist_ok=True)
         refs = references(system, folder)
