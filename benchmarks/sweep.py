@@ -227,7 +227,7 @@ def _eps_panel(ax, rows) -> None:
                     ax.plot(r["eps"], r["w1_ratio"][0], "x", color="k", ms=10)
     ax.axvline(0.01, color="grey", lw=0.8, ls="-.")  # eps = Delta
     ax.set_xlabel("eps (dash-dot: eps = Delta)")
-    ax.set_title("eps sweep (x: calibration check flags)")
+    ax.set_title("eps sweep (x: check flags it, on any seed)")
     ax.legend(fontsize=8)
 
 
