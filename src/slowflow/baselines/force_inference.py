@@ -201,22 +201,8 @@ def _project(field_values: np.ndarray, phi: np.ndarray, what: str) -> np.ndarray
     return coef
 
 
-def fit_force_inference(
-    data: Trajectories,
-    order: int = 3,
-    diffusion_order: int = 2,
-    preset: str = "clean",
-    max_memory_gb: float = 1.0,
-) -> ForceInference:
-    """Fit drift (monomials of degree <= ``order``) and diffusion (degree <=
-    ``diffusion_order``) to ``data`` with SFI; see the module docstring for the recipe.
-
-    ``preset`` selects SFI's estimators (``"clean"``, default, for data without
-    measurement noise; ``"robust"``; ``"auto"``; ``"KM"``; ``"legacy-sfi-v1.0"``: see the
-    module docstring); ``max_memory_gb`` is SFI's batch-memory budget.
-    Raises :class:`~slowflow.errors.ConfigError` if SFI is not installed or an argument is
-    invalid.
-    """
+def _check_args(data: Trajectories, order, diffusion_order, preset) -> None:
+    """One-line ConfigErrors for arguments SFI cannot use."""
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
         raise ConfigError(f"force inference: order must be an integer >= 1, found {order!r}")
     if (
@@ -233,12 +219,56 @@ def fit_force_inference(
         )
     if data.n_obs < 3:
         raise ConfigError("force inference needs trajectories of at least 3 observations")
+
+
+def _run_sfi(data: Trajectories, valid, P, order: int, diffusion_order: int, preset, budget):
+    """SFI's drift and diffusion, evaluated at the points P (n, d): (F (n, d), D (n, d, d),
+    the inference object)."""
     jax, SFI, monomials_up_to = _import_sfi()
     # diffusion estimator paired with the force preset as SFI's "auto" pairs them
     d_mode = {"auto": "auto", "robust": "noisy", "legacy-sfi-v1.0": "noisy"}.get(
         preset, "WeakNoise"
     )
+    d, n = data.dim, P.shape[0]
+    # bursts as the N independent "particles" of one SFI dataset: X (T, N, d), mask (T, N)
+    X = np.swapaxes(np.where(valid[..., None], data.x, 0.0), 0, 1)
+    mask = None if valid.all() else np.ascontiguousarray(valid.T)
+    with jax.enable_x64(True):
+        coll = SFI.TrajectoryCollection.from_arrays(X=X, dt=float(data.dt), mask=mask)
+        inf = SFI.OverdampedLangevinInference(coll, max_memory_gb=budget)
+        inf.compute_diffusion_constant(method=d_mode)
+        inf.infer_force_linear(monomials_up_to(order, dim=d, rank="vector"), preset=preset)
+        if diffusion_order > 0:
+            inf.infer_diffusion_linear(
+                monomials_up_to(diffusion_order, dim=d, rank="matrix"), M_mode=d_mode
+            )
+        F_P = np.asarray(inf.force_inferred(P), dtype=np.float64).reshape(n, d)
+        D_P = np.asarray(inf.diffusion_inferred(P), dtype=np.float64).reshape(n, d, d)
+    info = {
+        "lambda_trace": float(inf.Lambda_trace),
+        "sfi_version": getattr(SFI, "__version__", "unknown"),
+        **{k: v for k, v in inf.metadata.items() if isinstance(v, (str, int, float))},
+    }
+    return F_P, D_P, info
 
+
+def fit_force_inference(
+    data: Trajectories,
+    order: int = 3,
+    diffusion_order: int = 2,
+    preset: str = "clean",
+    max_memory_gb: float = 1.0,
+) -> ForceInference:
+    """Fit drift (monomials of degree <= ``order``) and diffusion (degree <=
+    ``diffusion_order``) to ``data`` with SFI; see the module docstring for the recipe.
+
+    ``preset`` selects SFI's estimators (``"clean"``, default, for data without
+    measurement noise; ``"robust"``; ``"auto"``; ``"KM"``; ``"legacy-sfi-v1.0"``: see the
+    module docstring); ``max_memory_gb`` is SFI's batch-memory budget.
+    Raises :class:`~slowflow.errors.ConfigError` if SFI is not installed or an argument is
+    invalid.
+    """
+    _check_args(data, order, diffusion_order, preset)
     d = data.dim
     _check_size(data, order, diffusion_order)
     valid = ~np.isnan(data.x[..., 0])  # (n_traj, n_obs); padding is whole NaN rows
@@ -246,42 +276,22 @@ def fit_force_inference(
     center = pts.mean(0)
     scale = pts.std(0)
     scale = np.where(scale > 0, scale, 1.0)
-    # bursts as the N independent "particles" of one SFI dataset: X (T, N, d), mask (T, N)
-    X = np.swapaxes(np.where(valid[..., None], data.x, 0.0), 0, 1)
-    mask = None if valid.all() else np.ascontiguousarray(valid.T)
-
     # sample points for re-expressing the fitted polynomials (in the data's range)
     rng = np.random.default_rng(0)
     n_eval = min(len(pts), 2000)
     P = pts[rng.choice(len(pts), size=n_eval, replace=False)]
+    F_P, D_P, sfi_info = _run_sfi(
+        data, valid, P, int(order), int(diffusion_order), preset, max_memory_gb
+    )
     drift_exps = _exponents(d, int(order))
     diff_exps = _exponents(d, int(diffusion_order))
-
-    with jax.enable_x64(True):
-        coll = SFI.TrajectoryCollection.from_arrays(X=X, dt=float(data.dt), mask=mask)
-        inf = SFI.OverdampedLangevinInference(coll, max_memory_gb=max_memory_gb)
-        inf.compute_diffusion_constant(method=d_mode)
-        inf.infer_force_linear(monomials_up_to(int(order), dim=d, rank="vector"), preset=preset)
-        if diffusion_order > 0:
-            inf.infer_diffusion_linear(
-                monomials_up_to(int(diffusion_order), dim=d, rank="matrix"), M_mode=d_mode
-            )
-        F_P = np.asarray(inf.force_inferred(P), dtype=np.float64).reshape(n_eval, d)
-        D_P = np.asarray(inf.diffusion_inferred(P), dtype=np.float64).reshape(n_eval, d, d)
-
     Sigma_P = 2.0 * D_P  # SFI: dx = F dt + sqrt(2D) dW; slowflow: Sigma = Cov/dt = 2D
     zP = (P - center) / scale
     drift_coef = _project(F_P, _features(zP, drift_exps), "drift")
     diff_coef = _project(
         Sigma_P.reshape(n_eval, d * d), _features(zP, diff_exps), "diffusion"
     ).reshape(-1, d, d)
-    info = {
-        "order": int(order),
-        "diffusion_order": int(diffusion_order),
-        "lambda_trace": float(inf.Lambda_trace),
-        "sfi_version": getattr(SFI, "__version__", "unknown"),
-        **{k: v for k, v in inf.metadata.items() if isinstance(v, (str, int, float))},
-    }
+    info = {"order": int(order), "diffusion_order": int(diffusion_order), **sfi_info}
     return ForceInference(
         center=center,
         scale=scale,
