@@ -102,24 +102,12 @@ def predict_to_file(
     -------
     RolloutSummary
     """
-    path = Path(path)
-    if path.suffix.lower() != ".npy":
-        raise ConfigError(
-            f"{path}: predict_to_file writes .npy files; got {path.suffix or 'no extension'!r}"
-        )
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ConfigError(f"dtype must be float32 or float64, got {dtype}")
+    path, dtype = Path(path), np.dtype(dtype)
+    _check_target(path, dtype)
     starts, n_steps, every, shape = _kept(model, x0, n_steps, n_paths, chunk_paths, every, seed)
     n, d = shape[0], model.dim
     n_bytes = int(np.prod(shape)) * dtype.itemsize
-    path.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(path.parent).free
-    if n_bytes > free:
-        raise ConfigError(
-            f"{path}: the ensemble needs {n_bytes / 1e9:.2f} GB but only {free / 1e9:.2f} GB "
-            "are free there; lower n_paths, raise every or choose another directory"
-        )
+    _check_space(path, n_bytes)
     meta = {
         "kind": "prediction",
         # one start as a list; many starts (one per path) only by their shape
@@ -157,6 +145,26 @@ def predict_to_file(
         sidecar.unlink(missing_ok=True)
     warn_summary(summary)
     return summary
+
+
+def _check_target(path: Path, dtype: np.dtype) -> None:
+    if path.suffix.lower() != ".npy":
+        raise ConfigError(
+            f"{path}: predict_to_file writes .npy files; got {path.suffix or 'no extension'!r}"
+        )
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ConfigError(f"dtype must be float32 or float64, got {dtype}")
+
+
+def _check_space(path: Path, n_bytes: int) -> None:
+    """Create the target's directory and refuse an ensemble larger than its free space."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    if n_bytes > free:
+        raise ConfigError(
+            f"{path}: the ensemble needs {n_bytes / 1e9:.2f} GB but only {free / 1e9:.2f} GB "
+            "are free there; lower n_paths, raise every or choose another directory"
+        )
 
 
 def _names_of(model: FlowMap, d: int) -> list[str]:
