@@ -40,7 +40,8 @@ ROUNDS = 3
 #: Largest spectral radius of the companion matrix accepted (1: a unit root).
 MAX_RADIUS = 0.98
 #: Largest mean square of the Cochrane-Orcutt fit's standardized residuals (1 where its
-#: covariance describes them; healthy fits measured 0.9-1.1) for which its drift is kept.
+#: covariance describes them; 0.99-1.04 measured on ex4.1-ex4.3 and the exp-mean OU up to
+#: eps = 10 Delta) for which its drift is kept.
 MAX_RESIDUAL_SCALE = 2.0
 
 
@@ -182,7 +183,8 @@ def fit_residual_ar(h, x1, groups, drift, cov, dt, coords, periods, refit_cov):
     Near a unit root the quasi-differenced equation hardly identifies the drift (x_n and
     x_{n-1} almost coincide), and the rounds can settle where the drift's error dominates
     the residuals: on a skew product whose fast time is 50 Delta, residuals whose mean
-    square was 2,388 times what the covariance says, and rollouts that exploded. Such a
+    square was ~10^4 times what the covariance says (innovation variance 2,388), and
+    rollouts that exploded. Such a
     fit is not a standardization at all, so where the rounds' residuals have a mean
     square above ``MAX_RESIDUAL_SCALE`` (per component) the one-step drift and covariance
     are kept with their own autoregression (``ARFit.drift`` says which was kept). The
