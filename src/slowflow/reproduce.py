@@ -264,12 +264,16 @@ BASELINE_MAX_DIM = {
 }
 
 
-def _fit_baseline(name: str, system: System, train: Trajectories):
-    """The Kramers-Moyal (``km``) or force-inference (``sfi``) estimator, or the reason
-    (a string) why it is not run on this system's dimension."""
+def _baseline_skip(name: str, system: System) -> str | None:
+    """Why the baseline ``name`` is not run on this system's dimension, or None."""
     max_dim, why = BASELINE_MAX_DIM[name]
     if system.slow_dim > max_dim:
         return f"skipped: d = {system.slow_dim} > {max_dim} ({why})"
+    return None
+
+
+def _fit_baseline(name: str, train: Trajectories):
+    """The Kramers-Moyal (``km``) or force-inference (``sfi``) estimator."""
     if name == "km":
         from .baselines import fit_kramers_moyal
 
@@ -302,11 +306,13 @@ def _baseline_nll(est, heldout: Trajectories) -> float:
 
 
 def _baseline_stage(name, system, cfg, data, folder, t_end, n_steps, info):
-    """Fit a classical estimator (``km`` or ``sfi``) and roll it out by Euler-Maruyama."""
+    """Fit a classical estimator (``km`` or ``sfi``) and roll it out by Euler-Maruyama, or
+    (None, why) where it is not run on this system's dimension."""
+    skip = _baseline_skip(name, system)
+    if skip is not None:
+        return None, skip
     t0 = time.perf_counter()
-    est = _fit_baseline(name, system, data["train"])
-    if isinstance(est, str):
-        return None, est
+    est = _fit_baseline(name, data["train"])
     info["train_seconds"] = time.perf_counter() - t0
     info["heldout_nll"] = _baseline_nll(est, data["heldout"])
     k = cfg.key("seed", "n_train_traj", "n_pred")
