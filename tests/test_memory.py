@@ -19,7 +19,8 @@ from slowflow.evaluate.calibration import check_calibration
 from slowflow.model.io import load_model, save_model
 from slowflow.rollout import draw_histories, predict
 from slowflow.train import TrainConfig, fit
-from slowflow.train.memory import fit_memory_auto
+from slowflow.train import memory as memory_mod
+from slowflow.train.memory import Z_VETO, describe, fit_memory_auto
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -137,9 +138,35 @@ def test_auto_picks_memory_one_on_ar2_and_none_on_ou(ar2):
     assert sel["chosen"] == {"memory": 1, "skip_first": 2}, sel
     assert [p["p_value"] < 1e-3 for p in sel["transient"]["positions"]] == [True, True]
     assert m.memory == 1 and sel["candidates"][1]["z"] < -10
+    # the multi-step check agrees: the one-step map misses the momentum of every step
+    ms = sel["multistep"]
+    assert ms["run"] and not ms["vetoed"] and ms["z"] < -Z_VETO, ms
+    assert ms["score"] < ms["score_memory_0"]
     ou = fit_memory_auto(_ou(2000, 51, seed=3), None, TrainConfig(seed=0), progress=False)
     assert ou.history["memory_selection"]["chosen"] == {"memory": 0, "skip_first": 0}
+    assert ou.history["memory_selection"]["multistep"]["run"] is False
     assert ou.memory == 0
+
+
+def test_multistep_check_sends_a_memory_that_rolls_out_badly_back_to_none(ar2, monkeypatch):
+    """The one-step screen picks K = 1 on the AR(2) bursts; the K = 1 model the multi-step
+    check scores is here fitted on OU data instead (a memory model whose rollouts are
+    wrong), the K = 0 one on the bursts themselves. Its k-step score on the validation
+    bursts is worse by far more than Z_VETO standard errors, so K = 0 is fitted and the
+    record says why. Without the check (the real K = 1 candidate) K = 1 stays: see above."""
+    real, wrong = memory_mod._candidate, _ou(2000, 51, seed=4)
+
+    def candidate(data, config, memory, skip, cfg):
+        return real(wrong if memory else data, config, memory, skip, cfg)
+
+    monkeypatch.setattr(memory_mod, "_candidate", candidate)
+    m = fit_memory_auto(ar2, None, TrainConfig(seed=0), progress=False)
+    sel = m.history["memory_selection"]
+    assert sel["candidates"][1]["kept"]  # the screen chose K = 1 ...
+    ms = sel["multistep"]
+    assert ms["run"] and ms["vetoed"] and ms["z"] > Z_VETO, ms  # ... the check did not
+    assert sel["chosen"]["memory"] == 0 and m.memory == 0
+    assert "memory 0 fitted instead" in describe(sel)
 
 
 def test_rollouts_from_a_single_start_draw_histories_from_the_data(ar2_k1):

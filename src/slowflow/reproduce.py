@@ -72,10 +72,10 @@ class ReproduceConfig:
 #: name fits changes (r2: "default" chooses the memory, the covariance is reweighted; r3:
 #: a closed-form map's memory is an autoregression of its residuals; r4: skip-first is
 #: chosen by a test of the first increments; r5: the innovation law is chosen; r6: with
-#: its Gaussian share; r7: the Cochrane-Orcutt drift kept only where it improves the
-#: likelihood), so that a rerun in an old folder does not reuse models of the earlier
-#: meaning.
-FIT_REVISION = "r7"
+#: its Gaussian share; r7: the Cochrane-Orcutt drift kept only where its standardized
+#: residuals are; r8: a chosen memory is checked against K = 0 by the k-step score), so
+#: that a rerun in an old folder does not reuse models of the earlier meaning.
+FIT_REVISION = "r8"
 
 QUICK = ReproduceConfig(
     n_train_traj=2000,

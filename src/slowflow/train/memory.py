@@ -31,14 +31,22 @@ error of later targets by about one paired standard error (ex4.5: z from -0.6 to
 three seeds, W1/floor 1.70 -> 1.46 and 1.74 -> 1.33 with the skip), while the test on the
 first increments themselves rejects at p ~ 1e-15.
 
-Why not a multi-step score on the 10 % of bursts held out for validation: at the paper's
-data size it cannot resolve a 5 % spread error (paired z about 0.5 on ex4.2), while the
-serial correlation of the increments that causes it is plain in the one-step errors of all
-the bursts (tens of standard errors). The chosen model's multi-step score is still in its
-history (``kstep``), and ``slowflow check`` tests its k-step calibration.
+Why the search is not run on a multi-step score: on the 10 % of bursts held out for
+validation it cannot resolve a 5 % spread error at the paper's data size (paired z about
+0.5 on ex4.2), while the serial correlation of the increments that causes it is plain in
+the one-step errors of all the bursts (tens of standard errors). The multi-step score has
+the last word instead: a K > 0 that the search chose is compared with K = 0 by the k-step
+score of :func:`slowflow.model.score.kstep_score` on the validation bursts, which no
+candidate was fitted on (the same starts and random numbers for both, leads up to the
+bursts' length), and K = 0 is fitted instead where K is worse by more than ``Z_VETO``
+paired standard errors: a memory whose one-step gain comes with a drift or an
+autoregression that carries rollouts away is caught there. The two models it compares are
+the closed-form Gaussian twins of the requested preset (seconds to fit); for presets whose
+memory is in a network's inputs it is not run (it would cost two trainings). ``slowflow
+check`` tests the k-step calibration of the final model.
 
 The requested preset is then fitted with the chosen K and skip; every candidate's score
-goes into the model's history (``memory_selection``).
+and the multi-step check go into the model's history (``memory_selection``).
 """
 
 from __future__ import annotations
@@ -72,6 +80,7 @@ from ..model.basis import (
 from ..model.config import ModelConfig, get_preset
 from ..model.covariance import fit_covariance
 from ..model.flowmap import window_coords
+from ..model.score import kstep_score
 from .closed_form import condition_parts
 from .config import TrainConfig
 from .loop import fit
@@ -91,6 +100,12 @@ Z_ACCEPT = 3.0
 #: effect on the one-step error (on ex4.1 an AR(2) coefficient of -0.024 lowers the
 #: held-out error by 0.04 % at paired z about -3, and the 100-step spread by 2 %).
 Z_ACCEPT_NOISE = 2.0
+#: Paired z (the chosen K's k-step score minus K = 0's, in standard errors of the
+#: difference) beyond which the multi-step check fits K = 0 instead: one-sided, so that a
+#: K the multi-step score cannot tell from K = 0 (most of them, see above) is kept.
+Z_VETO = 3.0
+#: Starts (of 16 paths each) the multi-step check scores both models on.
+VETO_STARTS = 1000
 #: Windows the screening uses at most (trajectories drawn at random beyond that).
 SCREEN_WINDOWS = 150_000
 
@@ -248,6 +263,47 @@ def _entry(key, err, zval, kept) -> dict:
     }
 
 
+def _candidate(data: Trajectories, config: ModelConfig, memory: int, skip: int, cfg):
+    """A model of the multi-step check: ``config`` fitted on the training part of ``data``."""
+    run = replace(cfg, skip_first=skip, kstep_every=0)
+    return fit(data, config, run, memory=memory, progress=False)
+
+
+def _multistep_check(data: Trajectories, val: Trajectories, target, k: int, skip: int, cfg):
+    """The k-step scores of K and of K = 0 on the validation bursts (module docstring):
+    a record whose ``vetoed`` says whether K = 0 is fitted instead."""
+    t0 = time.perf_counter()
+    if not replace(target, memory=1).uses_basis_scale:
+        return {"run": False, "why": "the preset's memory is in a network's inputs"}
+    if val.n_traj == 0:
+        return {"run": False, "why": "no validation bursts"}
+    twin = replace(target, flow="gaussian", transforms=0, innovation="gaussian")
+    scores = {}
+    try:
+        for memory in (0, k):
+            model = _candidate(data, twin, memory, skip, cfg)
+            scores[memory] = kstep_score(
+                model, val.x, val.lengths, n_starts=VETO_STARTS, seed=cfg.seed, first=skip + k
+            )
+    except ConfigError as err:  # no validation burst long enough for a lead after the window
+        return {"run": False, "why": str(err)}
+    diff = scores[k]["per_start"] - scores[0]["per_start"]
+    se = diff.std(ddof=1) / math.sqrt(diff.size)
+    zval = float(diff.mean() / se) if se > 0 else 0.0
+    return {
+        "run": True,
+        "memory": k,
+        "score": scores[k]["score"],
+        "score_memory_0": scores[0]["score"],
+        "max_lead": scores[k]["leads"][-1],
+        "z": zval,
+        "z_veto": Z_VETO,
+        "vetoed": zval > Z_VETO,
+        "n_starts": VETO_STARTS,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
 def _inputs(data, model_config, dt):
     """The bursts (loaded and checked) and the target model config."""
     source = "the data" if isinstance(data, Trajectories) else str(data)
@@ -325,7 +381,8 @@ def fit_memory_auto(
     FlowMap
         The fitted model; ``history["memory_selection"]`` lists every candidate with its
         held-out error, the paired z against the best before it and whether it was kept,
-        and the transient test's record (``transient``).
+        the transient test's record (``transient``) and the multi-step check
+        (``multistep``: both k-step scores, their paired z and whether K was vetoed).
     """
     t0 = time.perf_counter()
     fields = TrainConfig.__dataclass_fields__
@@ -336,10 +393,14 @@ def fit_memory_auto(
     if cfg.stream:
         raise MemoryAutoUnavailable("--memory auto cannot stream the data; give a fixed --memory K")
     data, target = _inputs(data, model_config, dt)
-    train, _ = split_by_trajectory(data, cfg.val_fraction, seed=cfg.seed)
+    train, val = split_by_trajectory(data, cfg.val_fraction, seed=cfg.seed)
     k, skip, record, transient, z, screen = _select(
         train, target, cfg.seed, max_memory, max_skip, skip_first, z
     )
+    check = {"run": False, "why": "memory 0 chosen"}
+    if k > 0:
+        check = _multistep_check(data, val, target, k, skip, cfg)
+        k = 0 if check.get("vetoed") else k
     # the preset's name (when one was given) stays in the model's meta
     given = model_config if isinstance(model_config, str) else target
     model = fit(data, given, replace(cfg, skip_first=skip), memory=k, progress=progress, **extra)
@@ -347,6 +408,7 @@ def fit_memory_auto(
         "candidates": record,
         "chosen": {"memory": k, "skip_first": skip},
         "transient": transient,
+        "multistep": check,
         "z_accept": float(z),
         "first_scored_observation": screen.t0,
         "n_trajectories": int(screen.data.n_traj),
@@ -372,6 +434,14 @@ def describe(selection: dict) -> str:
         lines.append(
             f"  memory {c['memory']}, skip-first {c['skip_first']}: held-out error "
             f"{c['error']:.6g}{z}{' (kept)' if c['kept'] and c['z'] is not None else ''}"
+        )
+    ms = selection.get("multistep") or {}
+    if ms.get("run"):
+        lines.append(
+            f"  multi-step check on the validation bursts (leads up to {ms['max_lead']}): "
+            f"k-step score {ms['score']:.4g} with memory {ms['memory']}, "
+            f"{ms['score_memory_0']:.4g} with memory 0, paired z {ms['z']:+.1f}"
+            + (" (worse: memory 0 fitted instead)" if ms["vetoed"] else "")
         )
     ch = selection["chosen"]
     lines.append(
