@@ -16,6 +16,7 @@ from slowflow.cli import main
 from slowflow.data import Trajectories, make_pairs, make_windows, save_trajectories
 from slowflow.errors import ConfigError, DataError
 from slowflow.evaluate.calibration import check_calibration
+from slowflow.model.config import get_preset
 from slowflow.model.io import load_model, save_model
 from slowflow.rollout import draw_histories, predict
 from slowflow.train import TrainConfig, fit
@@ -153,13 +154,15 @@ def test_multistep_check_sends_a_memory_that_rolls_out_badly_back_to_none(ar2, m
     check scores is here fitted on OU data instead (a memory model whose rollouts are
     wrong), the K = 0 one on the bursts themselves. Its k-step score on the validation
     bursts is worse by far more than Z_VETO standard errors, so K = 0 is fitted and the
-    record says why. Without the check (the real K = 1 candidate) K = 1 stays: see above."""
-    real, wrong = memory_mod._candidate, _ou(2000, 51, seed=4)
+    record says why. With the real K = 1 model K = 1 stays (test above)."""
+    wrong = _ou(2000, 51, seed=4)
 
-    def candidate(data, config, memory, skip, cfg):
-        return real(wrong if memory else data, config, memory, skip, cfg)
+    def twin(model):
+        cfg = TrainConfig(seed=0, skip_first=2)
+        gauss = get_preset("gaussian", innovation="gaussian")
+        return fit(wrong, gauss, cfg, memory=model.memory, progress=False)
 
-    monkeypatch.setattr(memory_mod, "_candidate", candidate)
+    monkeypatch.setattr(memory_mod, "_gaussian_twin", twin)
     m = fit_memory_auto(ar2, None, TrainConfig(seed=0), progress=False)
     sel = m.history["memory_selection"]
     assert sel["candidates"][1]["kept"]  # the screen chose K = 1 ...
@@ -167,6 +170,15 @@ def test_multistep_check_sends_a_memory_that_rolls_out_badly_back_to_none(ar2, m
     assert ms["run"] and ms["vetoed"] and ms["z"] > Z_VETO, ms  # ... the check did not
     assert sel["chosen"]["memory"] == 0 and m.memory == 0
     assert "memory 0 fitted instead" in describe(sel)
+
+
+def test_multistep_check_of_a_trained_preset_fits_closed_form_twins(ar2):
+    """A flow preset on the closed-form covariance is trained, so the check scores the
+    closed-form Gaussian twins (fitted in seconds) before the training: on AR(2) they
+    confirm K = 1."""
+    m = fit_memory_auto(ar2, "maf", TrainConfig(seed=0, epochs=1), progress=False)
+    ms = m.history["memory_selection"]["multistep"]
+    assert m.memory == 1 and ms["run"] and ms["z"] < -Z_VETO, ms
 
 
 def test_rollouts_from_a_single_start_draw_histories_from_the_data(ar2_k1):

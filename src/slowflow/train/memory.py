@@ -51,6 +51,7 @@ and the multi-step check go into the model's history (``memory_selection``).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import replace
@@ -269,9 +270,23 @@ def _candidate(data: Trajectories, config: ModelConfig, memory: int, skip: int, 
     return fit(data, config, run, memory=memory, progress=False)
 
 
-def _multistep_check(data: Trajectories, val: Trajectories, target, k: int, skip: int, cfg):
+def _closed_form(config: ModelConfig) -> bool:
+    """True when the preset with memory is fitted in closed form (nothing to train)."""
+    return replace(config, memory=1).uses_basis_scale and config.flow == "gaussian"
+
+
+def _gaussian_twin(model):
+    """A copy of a closed-form model with N(0, I) innovations."""
+    twin = copy.deepcopy(model)
+    twin.set_innovation_law(None)
+    return twin
+
+
+def _multistep_check(data, val, target, k: int, skip: int, cfg, final=None):
     """The k-step scores of K and of K = 0 on the validation bursts (module docstring):
-    a record whose ``vetoed`` says whether K = 0 is fitted instead."""
+    a record whose ``vetoed`` says whether K = 0 is fitted instead. Both models are the
+    closed-form Gaussian twins of ``target``; ``final``, the closed-form model already
+    fitted with K, gives its twin without a second fit."""
     t0 = time.perf_counter()
     if not replace(target, memory=1).uses_basis_scale:
         return {"run": False, "why": "the preset's memory is in a network's inputs"}
@@ -281,7 +296,10 @@ def _multistep_check(data: Trajectories, val: Trajectories, target, k: int, skip
     scores = {}
     try:
         for memory in (0, k):
-            model = _candidate(data, twin, memory, skip, cfg)
+            if memory and final is not None:
+                model = _gaussian_twin(final)
+            else:
+                model = _candidate(data, twin, memory, skip, cfg)
             scores[memory] = kstep_score(
                 model, val.x, val.lengths, n_starts=VETO_STARTS, seed=cfg.seed, first=skip + k
             )
@@ -397,13 +415,22 @@ def fit_memory_auto(
     k, skip, record, transient, z, screen = _select(
         train, target, cfg.seed, max_memory, max_skip, skip_first, z
     )
-    check = {"run": False, "why": "memory 0 chosen"}
-    if k > 0:
-        check = _multistep_check(data, val, target, k, skip, cfg)
-        k = 0 if check.get("vetoed") else k
     # the preset's name (when one was given) stays in the model's meta
     given = model_config if isinstance(model_config, str) else target
-    model = fit(data, given, replace(cfg, skip_first=skip), memory=k, progress=progress, **extra)
+
+    def final(memory):
+        run = replace(cfg, skip_first=skip)
+        return fit(data, given, run, memory=memory, progress=progress, **extra)
+
+    check, model = {"run": False, "why": "memory 0 chosen"}, None
+    if k > 0 and _closed_form(target):  # fitted in seconds: fit first, check its twin
+        model = final(k)
+        check = _multistep_check(data, val, target, k, skip, cfg, final=model)
+    elif k > 0:  # a trained preset: check twins before the training
+        check = _multistep_check(data, val, target, k, skip, cfg)
+    if check.get("vetoed"):
+        k, model = 0, None
+    model = model if model is not None else final(k)
     model.history["memory_selection"] = {
         "candidates": record,
         "chosen": {"memory": k, "skip_first": skip},
