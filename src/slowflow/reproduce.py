@@ -73,9 +73,10 @@ class ReproduceConfig:
 #: a closed-form map's memory is an autoregression of its residuals; r4: skip-first is
 #: chosen by a test of the first increments; r5: the innovation law is chosen; r6: with
 #: its Gaussian share; r7: the Cochrane-Orcutt drift kept only where its standardized
-#: residuals are; r8: a chosen memory is checked against K = 0 by the k-step score), so
+#: residuals are; r8: a chosen memory is checked against K = 0 by the k-step score; r9:
+#: the memory screen uses up to 500,000 windows, was 150,000), so
 #: that a rerun in an old folder does not reuse models of the earlier meaning.
-FIT_REVISION = "r8"
+FIT_REVISION = "r9"
 
 QUICK = ReproduceConfig(
     n_train_traj=2000,

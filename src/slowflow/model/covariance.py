@@ -115,6 +115,8 @@ def project_psd(s: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Symmetric matrices (n, d, d) with eigenvalues clipped at ``EIG_FLOOR`` in the units
     ``scale`` (d,) (numpy version of :func:`cholesky_torch`'s projection)."""
     unit = np.outer(scale, scale)
+    if s.shape[-1] == 1:  # the eigenvalue is the entry
+        return np.maximum(s, EIG_FLOOR * unit)
     w, v = np.linalg.eigh(0.5 * (s + np.swapaxes(s, -1, -2)) / unit)
     w = np.maximum(w, EIG_FLOOR)
     return np.einsum("nij,nj,nkj->nik", v, w, v) * unit

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import batched
 from .basis import features_np
 
 #: Cochrane-Orcutt rounds (drift given A, A given drift); the AR coefficients settle in two.
@@ -97,8 +98,8 @@ def residuals(starts, inc, drift, cov, dt: float, coords) -> tuple[np.ndarray, n
     n, s, d = starts.shape
     z = coords(starts.reshape(-1, d))
     r = inc.reshape(-1, d) - dt * drift.drift(z)
-    chol = np.linalg.cholesky(cov.sigma(z) * dt)
-    xi = np.linalg.solve(chol, r[..., None])[..., 0]
+    chol = batched.cholesky(cov.sigma(z) * dt)
+    xi = batched.solve_lower(chol, r)
     return xi.reshape(n, s, d), chol.reshape(n, s, d, d)
 
 
@@ -161,7 +162,7 @@ def _quasi_differenced(starts, inc, drift, chol, ar: ARFit, dt: float, coords):
     n, s, d = starts.shape
     z = coords(starts.reshape(-1, d))
     phi = features_np(z, drift.lo, drift.hi, drift.expo).reshape(n, s, -1)
-    linv = np.linalg.inv(chol)  # (n, S, d, d)
+    linv = batched.inv(chol)  # (n, S, d, d)
     y = np.einsum("nsij,nsj->nsi", linv, inc)  # the standardized increments
     # the drift's part of xi: Delta L^-1 (I kron phi^T) vec(B), as (n, S, d, d p)
     feat = dt * np.einsum("nsij,nsp->nsijp", linv, phi).reshape(n, s, d, -1)

@@ -42,6 +42,7 @@ import numpy as np
 from scipy import stats
 
 from ..data import Trajectories, make_windows, periodic_ranges, window_positions
+from ..model import batched
 from ..model.basis import box, exponents, features_np, fit_drift, n_features
 from ..model.covariance import fit_covariance
 from .closed_form import condition_parts
@@ -109,8 +110,8 @@ def _test_position(a, b, ref, dt, periods) -> dict | None:
     )
     if degree is None:
         return None
-    chol = np.linalg.cholesky(cov.sigma(z) * dt)
-    u = np.linalg.solve(chol, (b - a - dt * drift.drift(z))[..., None])[..., 0]
+    chol = batched.cholesky(cov.sigma(z) * dt)
+    u = batched.solve_lower(chol, b - a - dt * drift.drift(z))
     lo, hi = box(z)
     phi = features_np(z, lo, hi, exponents(z.shape[1], degree))
     wald = _mean_wald(phi, u) + _variance_wald(u)
