@@ -21,9 +21,9 @@ residuals (:mod:`slowflow.model.residual_ar`), the score is the squared norm of 
 held-out innovation (each candidate with its own drift); for maps with a network scale or
 drift, whose memory is in the drift's inputs, the weighted squared error of the closed-form
 drift on the window's coordinates, with the weights of the K = 0 covariance. K = 0, 1,
-2, ...: a candidate is kept while it beats the best so far by more than ``z`` standard
-errors of the paired difference; the search stops at the first one that does not (or at
-``max_memory``).
+2, ...: a candidate is kept while it beats the best so far with a signed-rank z of the
+per-trajectory paired errors below ``-z`` (ranks, so that one burst with a huge error
+cannot decide); the search stops at the first one that does not (or at ``max_memory``).
 
 Why the skip is not chosen by the same held-out score: removing a one-step transient from
 1 % of the pairs changes the drift by about its standard error, which moves the held-out
@@ -416,7 +416,7 @@ def fit_memory_auto(
         scored on targets after the largest window) and the most leading observations the
         transient test may skip.
     z : float, optional
-        How many standard errors of the paired difference a candidate must win by (None:
+        The signed-rank z (:func:`signed_rank_z`) a candidate must win by (None:
         ``Z_ACCEPT_NOISE`` for the closed-form maps, ``Z_ACCEPT`` for the others).
     skip_first : int, optional
         Keep this skip (the user's) and choose K only; None: choose both.
@@ -425,7 +425,7 @@ def fit_memory_auto(
     -------
     FlowMap
         The fitted model; ``history["memory_selection"]`` lists every candidate with its
-        held-out error, the paired z against the best before it and whether it was kept,
+        held-out error, the signed-rank z against the best before it and whether it was kept,
         the transient test's record (``transient``) and the multi-step check
         (``multistep``: both k-step scores, their paired z and whether K was vetoed).
     """
@@ -484,7 +484,7 @@ def describe(selection: dict) -> str:
             + (" (skipped)" if p["position"] < tr["skip"] else "")
         )
     for c in selection["candidates"]:
-        z = "" if c["z"] is None else f", paired z {c['z']:+.1f}"
+        z = "" if c["z"] is None else f", signed-rank z {c['z']:+.1f}"
         lines.append(
             f"  memory {c['memory']}, skip-first {c['skip_first']}: held-out error "
             f"{c['error']:.6g}{z}{' (kept)' if c['kept'] and c['z'] is not None else ''}"
