@@ -109,7 +109,7 @@ Z_VETO = 3.0
 #: Starts (of 16 paths each) the multi-step check scores both models on.
 VETO_STARTS = 1000
 #: Windows the screening uses at most (trajectories drawn at random beyond that). On ex4.1
-#: (10,000 bursts, about 970,000 windows) the second lag's paired z was -1.1, -1.2 and -3.6
+#: (10,000 bursts, about 970,000 windows) the second lag's mean-difference z was -1.1, -1.2, -3.6
 #: over three seeds with 150,000 windows, and -8.2, -7.8 and -6.7 with 500,000: the
 #: lag (an AR(2) coefficient of -0.02, which halves the ensembles' spread error over the
 #: horizon) is plain in the data and was lost to the subsample.
