@@ -349,6 +349,19 @@ def _multistep_check(data, val, target, k: int, skip: int, cfg, final=None):
     }
 
 
+def _fit_checked(final, data, val, target, k: int, skip: int, cfg):
+    """(model, multi-step record): ``final(K)`` fitted with the chosen K, or with K = 0
+    where the multi-step check vetoes K. A closed-form preset is fitted first and its twin
+    checked (seconds); a trained preset's twins are checked before its training."""
+    if k == 0:
+        return final(0), {"run": False, "why": "memory 0 chosen"}
+    model = final(k) if _closed_form(target) else None
+    check = _multistep_check(data, val, target, k, skip, cfg, final=model)
+    if check.get("vetoed"):
+        return final(0), check
+    return (model if model is not None else final(k)), check
+
+
 def _inputs(data, model_config, dt):
     """The bursts (loaded and checked) and the target model config."""
     source = "the data" if isinstance(data, Trajectories) else str(data)
@@ -449,15 +462,8 @@ def fit_memory_auto(
         run = replace(cfg, skip_first=skip)
         return fit(data, given, run, memory=memory, progress=progress, **extra)
 
-    check, model = {"run": False, "why": "memory 0 chosen"}, None
-    if k > 0 and _closed_form(target):  # fitted in seconds: fit first, check its twin
-        model = final(k)
-        check = _multistep_check(data, val, target, k, skip, cfg, final=model)
-    elif k > 0:  # a trained preset: check twins before the training
-        check = _multistep_check(data, val, target, k, skip, cfg)
-    if check.get("vetoed"):
-        k, model = 0, None
-    model = model if model is not None else final(k)
+    model, check = _fit_checked(final, data, val, target, k, skip, cfg)
+    k = model.memory
     model.history["memory_selection"] = {
         "candidates": record,
         "chosen": {"memory": k, "skip_first": skip},
