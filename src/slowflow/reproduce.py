@@ -74,7 +74,7 @@ class ReproduceConfig:
 #: chosen by a test of the first increments; r5: the innovation law is chosen; r6: with
 #: its Gaussian share; r7: the Cochrane-Orcutt drift kept only where its standardized
 #: residuals are; r8: a chosen memory is checked against K = 0 by the k-step score; r9:
-#: the memory screen uses up to 500,000 windows, was 150,000), so
+#: the memory screen uses up to 500,000 / d windows, was 150,000, and compares by ranks), so
 #: that a rerun in an old folder does not reuse models of the earlier meaning.
 FIT_REVISION = "r9"
 
